@@ -1,0 +1,352 @@
+//! The `tocsin` command: `dev` and `demo` (the whole platform in one process), each service
+//! on its own (`ingest`, `scheduler`, `worker`, `api`), `migrate`, `deploy`, admin verbs, and
+//! the hidden `runner` the worker starts as its runner processes.
+#![forbid(unsafe_code)]
+
+pub mod demo;
+pub mod dev;
+pub mod stack;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tocsin_core::Shutdown;
+use tocsin_core::config::{ConfigError, TelemetryConfig, Validate};
+use tocsin_store::Store;
+use tocsin_store::keys::KeyKind;
+
+use crate::dev::{Dev, DevOptions};
+use crate::stack::StackConfig;
+
+/// Exit status for invalid configuration (EX_USAGE).
+const EXIT_CONFIG: u8 = 64;
+
+/// Tocsin: code-first security orchestration, automation and response.
+#[derive(Debug, Parser)]
+#[command(name = "tocsin", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the whole platform on this machine (private NATS and PostgreSQL unless
+    /// TOCSIN_NATS_URL / TOCSIN_DATABASE_URL are set); writes <data-dir>/dev.env when ready.
+    Dev(DevArgs),
+    /// Start the dev stack, send the demo alerts, wait for their playbooks, print alerts,
+    /// cases and runs, and stop.
+    Demo(DemoArgs),
+    /// Run the ingest service (HTTP alert intake).
+    Ingest(ServiceArgs),
+    /// Run the scheduler (alerts to cases and runs).
+    Scheduler(ServiceArgs),
+    /// Run a worker (executes playbooks in runner processes).
+    Worker(ServiceArgs),
+    /// Run the REST API.
+    Api(ServiceArgs),
+    /// Apply database migrations.
+    Migrate(ConfigArgs),
+    /// Deploy a playbook directory for a tenant.
+    Deploy(DeployArgs),
+    /// Manage tenants.
+    #[command(subcommand)]
+    Tenant(TenantCommand),
+    /// Manage API and ingest keys.
+    #[command(subcommand)]
+    Key(KeyCommand),
+    /// Runner process (started by the worker; speaks protobuf frames on stdin/stdout).
+    #[command(hide = true)]
+    Runner,
+}
+
+#[derive(Debug, Args)]
+struct ConfigArgs {
+    /// TOML configuration file (layered over defaults, under TOCSIN_* environment variables).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct ServiceArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// Print the effective configuration as TOML-compatible JSON and exit.
+    #[arg(long)]
+    dump_config: bool,
+    /// Validate the configuration and exit.
+    #[arg(long)]
+    check_config: bool,
+}
+
+#[derive(Debug, Args)]
+struct DevArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// State directory (private NATS and PostgreSQL data, bundles, dev.env).
+    #[arg(long, default_value = ".tocsin")]
+    data_dir: PathBuf,
+    /// Playbook directory to deploy for the default tenant.
+    #[arg(long, default_value = "./playbooks")]
+    playbooks: PathBuf,
+    /// Ingest listen address.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    ingest_addr: SocketAddr,
+    /// API listen address.
+    #[arg(long, default_value = "127.0.0.1:8081")]
+    api_addr: SocketAddr,
+}
+
+#[derive(Debug, Args)]
+struct DemoArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// State directory; emptied at start so every demo begins fresh.
+    #[arg(long, default_value = ".tocsin/demo")]
+    data_dir: PathBuf,
+    /// Playbook directory to deploy.
+    #[arg(long, default_value = "./playbooks")]
+    playbooks: PathBuf,
+    /// NDJSON file of alerts to send.
+    #[arg(long, default_value = "deploy/demo/alerts.ndjson")]
+    alerts: PathBuf,
+    /// How long to wait for the runs, in seconds.
+    #[arg(long, default_value_t = 120)]
+    timeout: u64,
+}
+
+#[derive(Debug, Args)]
+struct DeployArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// Playbook directory.
+    #[arg(default_value = "./playbooks")]
+    dir: PathBuf,
+    /// Tenant to deploy for.
+    #[arg(long, default_value = "default")]
+    tenant: String,
+}
+
+#[derive(Debug, Subcommand)]
+enum TenantCommand {
+    /// Create a tenant (idempotent).
+    Create {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// Tenant id: 1-63 characters of a-z, 0-9 and '-'.
+        id: String,
+        /// Display name.
+        #[arg(long)]
+        name: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeyCommand {
+    /// Create a key; it is printed once and stored only as a hash.
+    Create {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// Tenant the key belongs to.
+        #[arg(long)]
+        tenant: String,
+        /// `ingest` (posting alerts) or `api` (the REST API).
+        #[arg(long, value_parser = ["ingest", "api"])]
+        kind: String,
+        /// Label shown in listings.
+        #[arg(long, default_value = "cli")]
+        name: String,
+    },
+}
+
+/// Runs the parsed command line and returns the process exit status.
+pub fn main(cli: Cli) -> ExitCode {
+    if let Command::Runner = cli.command {
+        // No tokio runtime here: the runner's main thread belongs to the Python event loop.
+        return tocsin_worker::runner_main();
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(error) => {
+            eprintln!("error: failed to start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(dispatch(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            if error.downcast_ref::<ConfigError>().is_some() {
+                eprintln!("error: {error}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+            tracing::error!(error = format!("{error:#}"), "tocsin failed");
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load<T>(args: &ConfigArgs) -> anyhow::Result<T>
+where
+    T: Serialize + DeserializeOwned + Default + Validate,
+{
+    Ok(tocsin_core::config::load::<T>(args.config.as_deref())?)
+}
+
+/// Loads and inits telemetry for a service command, or handles --dump/--check-config.
+fn service_config<T>(args: &ServiceArgs, telemetry: impl Fn(&T) -> &TelemetryConfig) -> anyhow::Result<Option<T>>
+where
+    T: Serialize + DeserializeOwned + Default + Validate,
+{
+    let config: T = load(&args.config)?;
+    if args.dump_config {
+        println!("{}", serde_json::to_string_pretty(&config)?);
+        return Ok(None);
+    }
+    if args.check_config {
+        println!("configuration is valid");
+        return Ok(None);
+    }
+    let _guard = tocsin_core::telemetry::init(telemetry(&config), "tocsin");
+    Ok(Some(config))
+}
+
+/// Runs `service` until SIGTERM/SIGINT.
+async fn serve<F, Fut, E>(service: F) -> anyhow::Result<()>
+where
+    F: FnOnce(Shutdown) -> Fut,
+    Fut: std::future::Future<Output = Result<(), E>>,
+    E: std::error::Error + Send + Sync + 'static,
+{
+    let shutdown = Shutdown::new();
+    let trigger = shutdown.clone();
+    tokio::spawn(async move {
+        tocsin_core::shutdown::signal().await;
+        trigger.cancel();
+    });
+    service(shutdown).await.map_err(anyhow::Error::new)
+}
+
+async fn dispatch(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Runner => Ok(()),
+        Command::Ingest(args) => match service_config::<tocsin_ingest::Config>(&args, |c| &c.telemetry)? {
+            Some(config) => serve(|s| tocsin_ingest::run(config, s)).await,
+            None => Ok(()),
+        },
+        Command::Scheduler(args) => match service_config::<tocsin_scheduler::Config>(&args, |c| &c.telemetry)? {
+            Some(config) => serve(|s| tocsin_scheduler::run(config, s)).await,
+            None => Ok(()),
+        },
+        Command::Worker(args) => match service_config::<tocsin_worker::Config>(&args, |c| &c.telemetry)? {
+            Some(config) => serve(|s| tocsin_worker::run(config, s)).await,
+            None => Ok(()),
+        },
+        Command::Api(args) => match service_config::<tocsin_api::Config>(&args, |c| &c.telemetry)? {
+            Some(config) => serve(|s| tocsin_api::run(config, s)).await,
+            None => Ok(()),
+        },
+        Command::Migrate(args) => {
+            let config: StackConfig = load(&args)?;
+            let _guard = tocsin_core::telemetry::init(&config.telemetry, "tocsin");
+            let store = connect(&config).await?;
+            store.migrate().await.context("migration failed")?;
+            println!("database is up to date");
+            Ok(())
+        }
+        Command::Deploy(args) => {
+            let config: StackConfig = load(&args.config)?;
+            let _guard = tocsin_core::telemetry::init(&config.telemetry, "tocsin");
+            let store = connect(&config).await?;
+            let mut worker = config.worker.clone();
+            if worker.sdk_path.is_none() && args.dir.join("sdk/tocsin").is_dir() {
+                worker.sdk_path = Some(std::path::absolute(args.dir.join("sdk"))?);
+            }
+            let deployed = stack::deploy_playbooks(&store, &worker, &args.tenant, &args.dir, "tocsin deploy").await?;
+            println!("deployed bundle {} ({} files) for tenant {}", deployed.hash, deployed.files, args.tenant);
+            for p in &deployed.playbooks {
+                println!("  {:<28} trigger={:<7} priority={:<6} {}:{}", p.name, p.trigger, p.priority, p.file, p.line);
+            }
+            Ok(())
+        }
+        Command::Tenant(TenantCommand::Create { config, id, name }) => {
+            if !tocsin_proto::types::is_valid_tenant_id(&id) {
+                anyhow::bail!("invalid tenant id {id:?}: use 1-63 characters of a-z, 0-9 and '-'");
+            }
+            let config: StackConfig = load(&config)?;
+            let store = connect(&config).await?;
+            let created = store.ensure_tenant(&id, name.as_deref().unwrap_or(&id)).await?;
+            println!("tenant {id} {}", if created { "created" } else { "already exists" });
+            Ok(())
+        }
+        Command::Key(KeyCommand::Create { config, tenant, kind, name }) => {
+            let config: StackConfig = load(&config)?;
+            let store = connect(&config).await?;
+            let kind = if kind == "api" { KeyKind::Api } else { KeyKind::Ingest };
+            let key = store
+                .create_key(&tenant, kind, &name)
+                .await
+                .with_context(|| format!("failed to create a key for tenant {tenant}"))?;
+            println!("{}", key.secret);
+            eprintln!("key {} created; it is shown only this once", key.id);
+            Ok(())
+        }
+        Command::Dev(args) => {
+            let config: StackConfig = load(&args.config)?;
+            let _guard = tocsin_core::telemetry::init(&config.telemetry, "tocsin-dev");
+            let options = DevOptions {
+                data_dir: args.data_dir,
+                playbooks: args.playbooks,
+                ingest_addr: args.ingest_addr,
+                api_addr: args.api_addr,
+            };
+            run_dev(config, &options).await
+        }
+        Command::Demo(args) => {
+            let config: StackConfig = load(&args.config)?;
+            let _guard = tocsin_core::telemetry::init(&config.telemetry, "tocsin-demo");
+            if args.data_dir.exists() {
+                std::fs::remove_dir_all(&args.data_dir)
+                    .with_context(|| format!("failed to empty {}", args.data_dir.display()))?;
+            }
+            let options = DevOptions {
+                data_dir: args.data_dir,
+                playbooks: args.playbooks,
+                ingest_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+                api_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            };
+            demo::demo(config, &options, &args.alerts, Duration::from_secs(args.timeout)).await
+        }
+    }
+}
+
+async fn connect(config: &StackConfig) -> anyhow::Result<Store> {
+    Store::connect(&config.postgres)
+        .await
+        .context("failed to connect to postgres (set TOCSIN_DATABASE_URL, or source .tocsin/dev.env)")
+}
+
+async fn run_dev(config: StackConfig, options: &DevOptions) -> anyhow::Result<()> {
+    let shutdown = Shutdown::new();
+    let mut dev = Dev::start(config, options, &shutdown).await?;
+    println!("tocsin dev is running");
+    println!("  ingest  {}   (key in {}/dev.env)", dev.env.ingest_url, options.data_dir.display());
+    println!("  api     {}", dev.env.api_url);
+    println!("  source {} to use the stack from another shell; Ctrl-C stops everything", Path::new(&options.data_dir).join("dev.env").display());
+    tokio::select! {
+        () = tocsin_core::shutdown::signal() => {}
+        (name, result) = dev.stack.first_exit() => {
+            match result {
+                Ok(()) => tracing::error!(service = name, "service stopped unexpectedly"),
+                Err(error) => tracing::error!(service = name, error = format!("{error:#}"), "service failed"),
+            }
+        }
+    }
+    dev.stop().await
+}

@@ -1,0 +1,302 @@
+//! Configuration sections shared by the services, and the layered loader.
+//!
+//! Layers, later wins: defaults in code → optional TOML file (`--config`) → environment.
+//! Environment variables are `TOCSIN_<SECTION>__<FIELD>` (for example
+//! `TOCSIN_WORKER__RUNNERS=4`), plus two conventional aliases: `TOCSIN_NATS_URL` for
+//! `nats.url` and `TOCSIN_DATABASE_URL` for `postgres.url`. Other `TOCSIN_*` variables (the
+//! client settings written to `dev.env`) are ignored by the loader.
+
+use std::fmt;
+use std::path::Path;
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+/// A configuration that can be checked after extraction.
+pub trait Validate {
+    /// Appends one message per problem to `problems`, each naming the offending key.
+    fn validate(&self, problems: &mut Vec<String>);
+}
+
+/// Configuration could not be loaded; every problem is listed.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A layer could not be read or a value had the wrong type.
+    #[error("invalid configuration: {0}")]
+    Extract(Box<figment::Error>),
+    /// Values were well-formed but violate a rule.
+    #[error("invalid configuration:\n  - {}", .0.join("\n  - "))]
+    Invalid(Vec<String>),
+}
+
+/// Loads `T` from defaults, the optional TOML `file`, and the process environment.
+pub fn load<T>(file: Option<&Path>) -> Result<T, ConfigError>
+where
+    T: Serialize + DeserializeOwned + Default + Validate,
+{
+    load_from(file, Env::prefixed("TOCSIN_"))
+}
+
+fn load_from<T>(file: Option<&Path>, env: Env) -> Result<T, ConfigError>
+where
+    T: Serialize + DeserializeOwned + Default + Validate,
+{
+    let mut figment = Figment::from(Serialized::defaults(T::default()));
+    if let Some(file) = file {
+        figment = figment.merge(Toml::file_exact(file));
+    }
+    let env = env
+        .filter(|key| {
+            let key = key.as_str();
+            key.contains("__") || key == "nats_url" || key == "database_url"
+        })
+        .map(|key| match key.as_str() {
+            "nats_url" => "nats.url".into(),
+            "database_url" => "postgres.url".into(),
+            other => other.replace("__", ".").into(),
+        });
+    let config: T = figment
+        .merge(env)
+        .extract()
+        .map_err(|e| ConfigError::Extract(Box::new(e)))?;
+    let mut problems = Vec::new();
+    config.validate(&mut problems);
+    if problems.is_empty() {
+        Ok(config)
+    } else {
+        Err(ConfigError::Invalid(problems))
+    }
+}
+
+/// A secret string (a URL with a password, a key): shown as `<redacted>` by `Debug`.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret itself; never log it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// NATS connection and stream settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NatsConfig {
+    /// Server URL, e.g. `nats://127.0.0.1:4222`.
+    pub url: String,
+    /// How long to wait for the initial connection.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// How long to wait for a JetStream PubAck before the publish counts as failed.
+    #[serde(with = "humantime_serde")]
+    pub publish_timeout: Duration,
+    /// Stream replicas (1 locally, 3 in production clusters).
+    pub replicas: usize,
+    /// How long ALERTS keeps alerts (the replayable log).
+    #[serde(with = "humantime_serde")]
+    pub alerts_max_age: Duration,
+    /// Upper bound on the RUNS work queue; a full queue rejects new jobs (`discard: new`).
+    pub runs_max_messages: i64,
+    /// Broker-side dedup window for `Nats-Msg-Id`.
+    #[serde(with = "humantime_serde")]
+    pub duplicate_window: Duration,
+}
+
+impl Default for NatsConfig {
+    fn default() -> Self {
+        Self {
+            url: "nats://127.0.0.1:4222".to_owned(),
+            connect_timeout: Duration::from_secs(5),
+            publish_timeout: Duration::from_secs(5),
+            replicas: 1,
+            alerts_max_age: Duration::from_secs(7 * 24 * 3600),
+            runs_max_messages: 1_000_000,
+            duplicate_window: Duration::from_secs(120),
+        }
+    }
+}
+
+impl Validate for NatsConfig {
+    fn validate(&self, problems: &mut Vec<String>) {
+        if !(self.url.starts_with("nats://") || self.url.starts_with("tls://")) {
+            problems.push(format!(
+                "nats.url must start with nats:// or tls://, got {:?}",
+                self.url
+            ));
+        }
+        if self.replicas == 0 || self.replicas > 5 {
+            problems.push("nats.replicas must be between 1 and 5".to_owned());
+        }
+        if self.runs_max_messages <= 0 {
+            problems.push("nats.runs_max_messages must be positive".to_owned());
+        }
+        if self.publish_timeout.is_zero() {
+            problems.push("nats.publish_timeout must be positive".to_owned());
+        }
+    }
+}
+
+/// PostgreSQL connection settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PostgresConfig {
+    /// Connection URL, e.g. `postgres://tocsin@127.0.0.1:5432/tocsin`.
+    pub url: Secret,
+    /// Pool size.
+    pub max_connections: u32,
+    /// How long a query waits for a pooled connection.
+    #[serde(with = "humantime_serde")]
+    pub acquire_timeout: Duration,
+}
+
+impl Default for PostgresConfig {
+    fn default() -> Self {
+        Self {
+            url: Secret::new("postgres://tocsin@127.0.0.1:5432/tocsin"),
+            max_connections: 10,
+            acquire_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl Validate for PostgresConfig {
+    fn validate(&self, problems: &mut Vec<String>) {
+        let url = self.url.expose();
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            problems.push("postgres.url must start with postgres:// or postgresql://".to_owned());
+        }
+        if self.max_connections == 0 {
+            problems.push("postgres.max_connections must be at least 1".to_owned());
+        }
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// JSON when running in Kubernetes (`KUBERNETES_SERVICE_HOST` set), pretty otherwise.
+    Auto,
+    /// One JSON object per line.
+    Json,
+    /// Human-readable.
+    Pretty,
+}
+
+/// Logging and tracing settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// Log format.
+    pub log_format: LogFormat,
+    /// `tracing` EnvFilter directive; `RUST_LOG` overrides it when set.
+    pub filter: String,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        Self {
+            log_format: LogFormat::Auto,
+            filter: "info,async_nats=warn,sqlx=warn".to_owned(),
+        }
+    }
+}
+
+impl Validate for TelemetryConfig {
+    fn validate(&self, problems: &mut Vec<String>) {
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.filter) {
+            problems.push(format!("telemetry.filter is not a valid filter: {e}"));
+        }
+    }
+}
+
+/// Shutdown settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ShutdownConfig {
+    /// How long each drain step may take before it is abandoned.
+    #[serde(with = "humantime_serde")]
+    pub grace: Duration,
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        Self {
+            grace: Duration::from_secs(20),
+        }
+    }
+}
+
+impl Validate for ShutdownConfig {
+    fn validate(&self, problems: &mut Vec<String>) {
+        if self.grace.is_zero() {
+            problems.push("shutdown.grace must be positive".to_owned());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Default, Serialize, Deserialize)]
+    #[serde(default, deny_unknown_fields)]
+    struct TestConfig {
+        nats: NatsConfig,
+        postgres: PostgresConfig,
+        shutdown: ShutdownConfig,
+    }
+
+    impl Validate for TestConfig {
+        fn validate(&self, problems: &mut Vec<String>) {
+            self.nats.validate(problems);
+            self.postgres.validate(problems);
+            self.shutdown.validate(problems);
+        }
+    }
+
+    fn no_env() -> Env {
+        // A prefix nothing uses: the test must not depend on (or mutate) the process env.
+        Env::prefixed("TOCSIN_CONFIG_TEST_UNUSED_")
+    }
+
+    #[test]
+    fn file_layer_and_validation_report_every_problem() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tocsin.toml");
+        std::fs::write(
+            &path,
+            "[nats]\nurl = \"http://x\"\nreplicas = 0\n[shutdown]\ngrace = \"0s\"\n",
+        )
+        .unwrap();
+        match load_from::<TestConfig>(Some(&path), no_env()) {
+            Err(ConfigError::Invalid(problems)) => assert_eq!(problems.len(), 3, "{problems:?}"),
+            other => panic!("expected Invalid, got {other:?}"),
+        }
+        std::fs::write(&path, "[nats]\nurl = \"nats://h:1\"\nbogus = 1\n").unwrap();
+        assert!(matches!(
+            load_from::<TestConfig>(Some(&path), no_env()),
+            Err(ConfigError::Extract(_))
+        ));
+        std::fs::write(&path, "[shutdown]\ngrace = \"3s\"\n").unwrap();
+        let config = load_from::<TestConfig>(Some(&path), no_env()).unwrap();
+        assert_eq!(config.shutdown.grace, Duration::from_secs(3));
+        assert_eq!(format!("{:?}", config.postgres.url), "<redacted>");
+    }
+}

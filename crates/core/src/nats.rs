@@ -1,0 +1,135 @@
+//! NATS connection and JetStream stream setup.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, stream};
+use tocsin_proto::subjects;
+
+use crate::config::NatsConfig;
+
+/// Connecting to NATS or preparing streams failed.
+#[derive(Debug, thiserror::Error)]
+pub enum NatsSetupError {
+    /// The server could not be reached.
+    #[error("failed to connect to nats at {url}")]
+    Connect {
+        /// Server URL.
+        url: String,
+        /// Cause.
+        #[source]
+        source: async_nats::ConnectError,
+    },
+    /// A stream could not be created or updated.
+    #[error("failed to prepare stream {stream}")]
+    Stream {
+        /// Stream name.
+        stream: &'static str,
+        /// Cause.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+/// Connects to NATS, failing if the first connection cannot be made within
+/// `connect_timeout`; afterwards the client reconnects on its own, forever.
+pub async fn connect(
+    config: &NatsConfig,
+    name: &str,
+) -> Result<async_nats::Client, NatsSetupError> {
+    let client = async_nats::ConnectOptions::new()
+        .name(name)
+        .connection_timeout(config.connect_timeout)
+        .max_reconnects(None)
+        .connect(&config.url)
+        .await
+        .map_err(|source| NatsSetupError::Connect {
+            url: config.url.clone(),
+            source,
+        })?;
+    Ok(client)
+}
+
+/// A JetStream context whose requests (publish acks included) time out after
+/// `publish_timeout`.
+pub fn jetstream(client: async_nats::Client, config: &NatsConfig) -> jetstream::Context {
+    let mut context = jetstream::new(client);
+    context.set_timeout(config.publish_timeout);
+    context
+}
+
+/// Creates or updates the ALERTS and RUNS streams.
+pub async fn ensure_streams(
+    js: &jetstream::Context,
+    config: &NatsConfig,
+) -> Result<(), NatsSetupError> {
+    let alerts = stream::Config {
+        name: subjects::ALERTS_STREAM.to_owned(),
+        subjects: vec![subjects::ALERTS_SUBJECTS.to_owned()],
+        retention: stream::RetentionPolicy::Limits,
+        max_age: config.alerts_max_age,
+        storage: stream::StorageType::File,
+        num_replicas: config.replicas,
+        duplicate_window: config.duplicate_window,
+        ..Default::default()
+    };
+    let runs = stream::Config {
+        name: subjects::RUNS_STREAM.to_owned(),
+        subjects: vec![subjects::RUNS_SUBJECTS.to_owned()],
+        retention: stream::RetentionPolicy::WorkQueue,
+        discard: stream::DiscardPolicy::New,
+        max_messages: config.runs_max_messages,
+        storage: stream::StorageType::File,
+        num_replicas: config.replicas,
+        duplicate_window: config.duplicate_window,
+        ..Default::default()
+    };
+    for (name, cfg) in [(subjects::ALERTS_STREAM, alerts), (subjects::RUNS_STREAM, runs)] {
+        ensure_stream(js, name, cfg).await?;
+    }
+    Ok(())
+}
+
+async fn ensure_stream(
+    js: &jetstream::Context,
+    name: &'static str,
+    cfg: stream::Config,
+) -> Result<(), NatsSetupError> {
+    let wrap = |e: Box<dyn std::error::Error + Send + Sync>| NatsSetupError::Stream {
+        stream: name,
+        source: e,
+    };
+    match js.get_stream(name).await {
+        Ok(_) => {
+            js.update_stream(&cfg).await.map_err(|e| wrap(Box::new(e)))?;
+        }
+        Err(e) => match e.kind() {
+            jetstream::context::GetStreamErrorKind::JetStream(inner)
+                if inner.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND =>
+            {
+                js.create_stream(cfg).await.map_err(|e| wrap(Box::new(e)))?;
+            }
+            _ => return Err(wrap(Box::new(e))),
+        },
+    }
+    Ok(())
+}
+
+/// Retries `ensure_streams` until it succeeds or `deadline` passes; JetStream may still be
+/// recovering its store right after a server start.
+pub async fn ensure_streams_with_retry(
+    js: &jetstream::Context,
+    config: &NatsConfig,
+    deadline: Duration,
+) -> Result<(), NatsSetupError> {
+    let start = tokio::time::Instant::now();
+    loop {
+        match ensure_streams(js, config).await {
+            Ok(()) => return Ok(()),
+            Err(e) if start.elapsed() < deadline => {
+                tracing::debug!(error = %e, "streams not ready yet; retrying");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}

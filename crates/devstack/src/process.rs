@@ -1,0 +1,141 @@
+//! Supervised child processes.
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, ChildStdin, Command};
+
+use crate::DevStackError;
+
+/// Supervisor script: starts the server, prints its pid, and stops it with `$1` (a signal
+/// name) once stdin reaches EOF (we closed it, or we died). Background jobs of a
+/// non-interactive shell get /dev/null as stdin, so the watcher reads our pipe through fd 3.
+const SUPERVISOR: &str = r#"sig="$1"; shift
+exec 3<&0
+"$@" </dev/null 3<&- &
+child=$!
+echo "$child"
+( while read -r _ <&3; do :; done; kill -s "$sig" "$child" 2>/dev/null ) &
+exec 3<&-
+wait "$child"
+"#;
+
+/// A server process under the supervisor.
+#[derive(Debug)]
+pub(crate) struct Supervised {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    /// Pid of the server itself (not the supervisor).
+    pub(crate) pid: u32,
+}
+
+impl Supervised {
+    /// Starts `program args...`, with stdout and stderr appended to `log`.
+    pub(crate) async fn spawn(
+        program: &Path,
+        args: &[String],
+        stop_signal: &str,
+        log: &Path,
+        uid_gid: Option<(u32, u32)>,
+    ) -> Result<Self, DevStackError> {
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .map_err(DevStackError::io(format!("open {}", log.display())))?;
+        let log_err = log_file
+            .try_clone()
+            .map_err(DevStackError::io("clone log handle"))?;
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c")
+            .arg(SUPERVISOR)
+            .arg("tocsin-supervisor")
+            .arg(stop_signal)
+            .arg(program)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(log_err)
+            .kill_on_drop(true);
+        if let Some((uid, gid)) = uid_gid {
+            cmd.uid(uid).gid(gid);
+        }
+        let mut child = cmd
+            .spawn()
+            .map_err(DevStackError::io(format!("start {}", program.display())))?;
+        let stdout = child.stdout.take().ok_or_else(|| DevStackError::Io {
+            action: "read supervisor output".to_owned(),
+            source: std::io::Error::other("no stdout pipe"),
+        })?;
+        let mut lines = BufReader::new(stdout).lines();
+        let pid_line = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
+            .await
+            .map_err(|_| DevStackError::Io {
+                action: "read server pid".to_owned(),
+                source: std::io::Error::other("timed out"),
+            })?
+            .map_err(DevStackError::io("read server pid"))?
+            .unwrap_or_default();
+        let pid = pid_line.trim().parse().map_err(|_| DevStackError::Io {
+            action: "read server pid".to_owned(),
+            source: std::io::Error::other(format!("unexpected supervisor output {pid_line:?}")),
+        })?;
+        // The server's own stdout goes to the log from here on.
+        tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt;
+            let mut log = tokio::fs::File::from_std(log_file);
+            while let Ok(Some(line)) = lines.next_line().await {
+                let _ = log.write_all(format!("{line}\n").as_bytes()).await;
+            }
+        });
+        Ok(Self {
+            stdin: child.stdin.take(),
+            child,
+            pid,
+        })
+    }
+
+    /// Whether the supervisor (and so the server) is still running.
+    pub(crate) fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Stops the server with its stop signal and waits up to `grace`; kills it after that.
+    pub(crate) async fn stop(&mut self, grace: Duration) {
+        drop(self.stdin.take());
+        if tokio::time::timeout(grace, self.child.wait()).await.is_err() {
+            self.kill().await;
+        }
+    }
+
+    /// Kills the server at once (SIGKILL), as a crash would.
+    pub(crate) async fn kill(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-KILL", &self.pid.to_string()])
+            .status()
+            .await;
+        drop(self.stdin.take());
+        let _ = self.child.wait().await;
+    }
+}
+
+/// A free TCP port on 127.0.0.1 (free when asked; a race with other processes is possible,
+/// so callers retry on bind failures).
+pub fn free_port() -> Result<u16, DevStackError> {
+    let listener =
+        TcpListener::bind("127.0.0.1:0").map_err(DevStackError::io("find a free port"))?;
+    listener
+        .local_addr()
+        .map(|a| a.port())
+        .map_err(DevStackError::io("find a free port"))
+}
+
+/// Whether something accepts TCP connections on 127.0.0.1:`port`.
+pub(crate) async fn port_open(port: u16) -> bool {
+    tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_ok()
+}

@@ -1,0 +1,13 @@
+DROP TABLE run_logs;
+DROP TABLE run_steps;
+DROP TABLE runs;
+DROP TABLE case_events;
+DROP TABLE case_alerts;
+DROP TABLE alert_receipts;
+DROP TABLE alerts;
+DROP TABLE cases;
+DROP TABLE deployments;
+DROP TABLE playbooks;
+DROP TABLE bundles;
+DROP TABLE api_keys;
+DROP TABLE tenants;

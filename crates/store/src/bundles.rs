@@ -1,0 +1,233 @@
+//! Playbook bundles (content-addressed playbook directories), their extracted playbook
+//! metadata, and deployments (which bundle is active for a tenant).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use sqlx::types::Json;
+
+use crate::{Store, StoreError};
+
+/// Metadata of one playbook, extracted from the bundle at deploy time by the SDK.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
+pub struct PlaybookMeta {
+    /// Unique name within the bundle.
+    pub name: String,
+    /// Module path inside the bundle (`examples.triage`).
+    pub module: String,
+    /// Function name.
+    pub function: String,
+    /// `alert` or `manual`.
+    pub trigger: String,
+    /// The `when` conditions as data, evaluated by the scheduler.
+    #[sqlx(json(nullable), rename = "when_cond")]
+    #[serde(default)]
+    pub when: Option<serde_json::Value>,
+    /// `low`, `normal` or `high`: the RUNS lane.
+    pub priority: String,
+    /// Hard deadline for one execution, in milliseconds.
+    #[serde(rename = "timeout_s", with = "seconds_as_ms")]
+    pub timeout_ms: i64,
+    /// Source file relative to the bundle root.
+    pub file: String,
+    /// Line of the function definition.
+    pub line: i32,
+}
+
+mod seconds_as_ms {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(ms: &i64, s: S) -> Result<S::Ok, S::Error> {
+        #[allow(clippy::cast_precision_loss)]
+        s.serialize_f64(*ms as f64 / 1000.0)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+        let secs = f64::deserialize(d)?;
+        if !(0.0..=86_400.0 * 7.0).contains(&secs) {
+            return Err(serde::de::Error::custom("timeout_s out of range"));
+        }
+        #[allow(clippy::cast_possible_truncation)]
+        Ok((secs * 1000.0).round() as i64)
+    }
+}
+
+/// The active bundle of a tenant and its playbooks.
+#[derive(Debug, Clone)]
+pub struct ActiveBundle {
+    /// Content hash.
+    pub hash: String,
+    /// Playbooks it defines.
+    pub playbooks: Vec<PlaybookMeta>,
+}
+
+impl Store {
+    /// Stores a bundle and its playbook metadata. Idempotent: saving the same hash again
+    /// changes nothing.
+    pub async fn save_bundle(
+        &self,
+        tenant: &str,
+        hash: &str,
+        files: &BTreeMap<String, String>,
+        playbooks: &[PlaybookMeta],
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool().begin().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO bundles (tenant_id, hash, files) VALUES ($1, $2, $3)
+             ON CONFLICT (tenant_id, hash) DO NOTHING",
+        )
+        .bind(tenant)
+        .bind(hash)
+        .bind(Json(files))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if inserted == 1 {
+            for p in playbooks {
+                sqlx::query(
+                    "INSERT INTO playbooks (tenant_id, bundle_hash, name, module, function,
+                        trigger, when_cond, priority, timeout_ms, file, line)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                )
+                .bind(tenant)
+                .bind(hash)
+                .bind(&p.name)
+                .bind(&p.module)
+                .bind(&p.function)
+                .bind(&p.trigger)
+                .bind(p.when.as_ref().map(Json))
+                .bind(&p.priority)
+                .bind(p.timeout_ms)
+                .bind(&p.file)
+                .bind(p.line)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Makes a saved bundle the tenant's active one.
+    pub async fn deploy_bundle(&self, tenant: &str, hash: &str, by: &str) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO deployments (tenant_id, bundle_hash, deployed_by) VALUES ($1, $2, $3)")
+            .bind(tenant)
+            .bind(hash)
+            .bind(by)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
+    /// The tenant's active bundle, if any was deployed.
+    pub async fn active_bundle(&self, tenant: &str) -> Result<Option<ActiveBundle>, StoreError> {
+        let hash: Option<String> = sqlx::query_scalar(
+            "SELECT bundle_hash FROM deployments WHERE tenant_id = $1 ORDER BY id DESC LIMIT 1",
+        )
+        .bind(tenant)
+        .fetch_optional(self.pool())
+        .await?;
+        let Some(hash) = hash else {
+            return Ok(None);
+        };
+        let playbooks = sqlx::query_as::<_, PlaybookMeta>(
+            "SELECT name, module, function, trigger, when_cond, priority, timeout_ms, file, line
+             FROM playbooks WHERE tenant_id = $1 AND bundle_hash = $2 ORDER BY name",
+        )
+        .bind(tenant)
+        .bind(&hash)
+        .fetch_all(self.pool())
+        .await?;
+        Ok(Some(ActiveBundle { hash, playbooks }))
+    }
+
+    /// One playbook of a bundle.
+    pub async fn playbook(
+        &self,
+        tenant: &str,
+        hash: &str,
+        name: &str,
+    ) -> Result<PlaybookMeta, StoreError> {
+        sqlx::query_as::<_, PlaybookMeta>(
+            "SELECT name, module, function, trigger, when_cond, priority, timeout_ms, file, line
+             FROM playbooks WHERE tenant_id = $1 AND bundle_hash = $2 AND name = $3",
+        )
+        .bind(tenant)
+        .bind(hash)
+        .bind(name)
+        .fetch_optional(self.pool())
+        .await?
+        .ok_or(StoreError::NotFound { entity: "playbook" })
+    }
+
+    /// The files of a bundle, by path relative to its root.
+    pub async fn bundle_files(
+        &self,
+        tenant: &str,
+        hash: &str,
+    ) -> Result<BTreeMap<String, String>, StoreError> {
+        let files: Option<Json<BTreeMap<String, String>>> = sqlx::query_scalar(
+            "SELECT files FROM bundles WHERE tenant_id = $1 AND hash = $2",
+        )
+        .bind(tenant)
+        .bind(hash)
+        .fetch_optional(self.pool())
+        .await?;
+        files
+            .map(|Json(f)| f)
+            .ok_or(StoreError::NotFound { entity: "bundle" })
+    }
+}
+
+/// Content hash of a bundle: SHA-256 over its files in path order, each as the path, a NUL,
+/// the content length (8 bytes, big endian) and the content. Hex, 64 characters.
+pub fn content_hash(files: &BTreeMap<String, String>) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    for (path, content) in files {
+        hasher.update(path.as_bytes());
+        hasher.update([0u8]);
+        hasher.update((content.len() as u64).to_be_bytes());
+        hasher.update(content.as_bytes());
+    }
+    hex::encode(hasher.finalize())
+}
+
+/// Whether `path` is a safe relative bundle path: `/`-separated, no empty, `.` or `..`
+/// segments, not absolute, and ending in `.py`.
+pub fn is_safe_bundle_path(path: &str) -> bool {
+    !path.is_empty()
+        && path.len() <= 512
+        && path.ends_with(".py")
+        && !path.starts_with('/')
+        && !path.contains('\\')
+        && path
+            .split('/')
+            .all(|seg| !seg.is_empty() && seg != "." && seg != ".." && !seg.contains('\0'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_hash_depends_on_paths_and_contents() {
+        let mut a = BTreeMap::new();
+        a.insert("x.py".to_owned(), "print(1)".to_owned());
+        let mut b = a.clone();
+        assert_eq!(content_hash(&a), content_hash(&b));
+        b.insert("y.py".to_owned(), String::new());
+        assert_ne!(content_hash(&a), content_hash(&b));
+        let mut c = BTreeMap::new();
+        c.insert("x.p".to_owned(), "yprint(1)".to_owned());
+        assert_ne!(content_hash(&a), content_hash(&c));
+    }
+
+    #[test]
+    fn bundle_paths_must_stay_inside_the_bundle() {
+        assert!(is_safe_bundle_path("examples/triage.py"));
+        for bad in ["", "/etc/x.py", "../x.py", "a/../x.py", "a//x.py", "x.txt", "a\\x.py", "./x.py"] {
+            assert!(!is_safe_bundle_path(bad), "{bad}");
+        }
+    }
+}

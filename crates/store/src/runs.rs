@@ -1,0 +1,558 @@
+//! Runs and their action journal: fenced claims, step intents and results, completion.
+//!
+//! Fencing: every claim bumps `runs.epoch`; every later write of that execution carries the
+//! epoch it claimed with and is refused ([`Fenced`]) once another claim has bumped it.
+
+use std::time::Duration;
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use sqlx::FromRow;
+use sqlx::types::Json;
+use time::OffsetDateTime;
+use tocsin_proto::types::RunStatus;
+use uuid::Uuid;
+
+use crate::{Store, StoreError};
+
+/// A claimed run, ready to execute.
+#[derive(Debug, Clone, FromRow)]
+pub struct ClaimedRun {
+    /// Run id.
+    pub id: Uuid,
+    /// Tenant.
+    pub tenant_id: String,
+    /// Triggering alert.
+    pub alert_id: Option<Uuid>,
+    /// Playbook name.
+    pub playbook: String,
+    /// Bundle hash.
+    pub bundle_hash: String,
+    /// Fencing epoch of this claim.
+    pub epoch: i32,
+    /// Execution number (1 on the first claim).
+    pub attempts: i32,
+}
+
+/// Result of trying to claim a run.
+#[derive(Debug, Clone)]
+pub enum Claim {
+    /// Claimed: execute it.
+    Claimed(ClaimedRun),
+    /// The run already reached a final state; the job is a leftover duplicate.
+    Finished(RunStatus),
+    /// Another live worker holds the run; try again after `retry_after`.
+    Busy {
+        /// Time left on the other worker's lease.
+        retry_after: Duration,
+    },
+}
+
+/// A write was refused because a newer claim owns the run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("run {run_id} was claimed again after epoch {epoch}")]
+pub struct Fenced {
+    /// Run id.
+    pub run_id: Uuid,
+    /// The epoch the stale writer held.
+    pub epoch: i32,
+}
+
+/// What the runner should do with an action call.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StepDecision {
+    /// Run the action body.
+    Execute,
+    /// Return the journaled outcome without running the body.
+    Replay {
+        /// Recorded result JSON (when the step succeeded).
+        result: Option<serde_json::Value>,
+        /// Recorded error (when the step failed).
+        error: Option<String>,
+    },
+    /// Stop the run with `status`.
+    Abort {
+        /// Final status.
+        status: RunStatus,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// A step intent to journal.
+#[derive(Debug, Clone)]
+pub struct StepIntent<'a> {
+    /// Run id.
+    pub run_id: Uuid,
+    /// Tenant.
+    pub tenant: &'a str,
+    /// Claim epoch.
+    pub epoch: i32,
+    /// Position in the run.
+    pub seq: i32,
+    /// Action name.
+    pub action: &'a str,
+    /// Canonical JSON of the arguments.
+    pub args_json: &'a str,
+    /// Whether re-running an uncertain call is safe.
+    pub idempotent: bool,
+}
+
+/// The outcome of an executed step.
+#[derive(Debug, Clone)]
+pub struct StepOutcome<'a> {
+    /// Run id.
+    pub run_id: Uuid,
+    /// Claim epoch.
+    pub epoch: i32,
+    /// Position in the run.
+    pub seq: i32,
+    /// Result JSON when it succeeded.
+    pub result: Option<serde_json::Value>,
+    /// Error when it failed.
+    pub error: Option<&'a str>,
+    /// Attempts made (retries included).
+    pub attempts: i32,
+    /// Wall time of all attempts.
+    pub duration_ms: i64,
+}
+
+/// The final state of one execution.
+#[derive(Debug, Clone)]
+pub struct RunOutcome<'a> {
+    /// Run id.
+    pub run_id: Uuid,
+    /// Claim epoch.
+    pub epoch: i32,
+    /// Final status.
+    pub status: RunStatus,
+    /// Returned dict.
+    pub result: Option<serde_json::Value>,
+    /// Error message.
+    pub error: Option<&'a str>,
+    /// Python traceback.
+    pub traceback: Option<&'a str>,
+}
+
+fn args_hash(args_json: &str) -> String {
+    hex::encode(Sha256::digest(args_json.as_bytes()))
+}
+
+fn lease_secs(lease: Duration) -> f64 {
+    lease.as_secs_f64()
+}
+
+impl Store {
+    /// Claims a queued run (or a running one whose lease expired), bumping its epoch.
+    pub async fn claim_run(
+        &self,
+        tenant: &str,
+        run_id: Uuid,
+        lease: Duration,
+    ) -> Result<Claim, StoreError> {
+        let claimed: Option<ClaimedRun> = sqlx::query_as(
+            "UPDATE runs SET status = 'running', epoch = epoch + 1, attempts = attempts + 1,
+                    started_at = coalesce(started_at, now()), updated_at = now(),
+                    lease_until = now() + make_interval(secs => $3)
+             WHERE id = $1 AND tenant_id = $2
+               AND (status = 'queued' OR (status = 'running' AND lease_until < now()))
+             RETURNING id, tenant_id, alert_id, playbook, bundle_hash, epoch, attempts",
+        )
+        .bind(run_id)
+        .bind(tenant)
+        .bind(lease_secs(lease))
+        .fetch_optional(self.pool())
+        .await?;
+        if let Some(run) = claimed {
+            return Ok(Claim::Claimed(run));
+        }
+        let row: Option<(String, Option<f64>)> = sqlx::query_as(
+            "SELECT status, extract(epoch FROM lease_until - now())::float8
+             FROM runs WHERE id = $1 AND tenant_id = $2",
+        )
+        .bind(run_id)
+        .bind(tenant)
+        .fetch_optional(self.pool())
+        .await?;
+        let (status, left) = row.ok_or(StoreError::NotFound { entity: "run" })?;
+        let status: RunStatus = status
+            .parse()
+            .map_err(|_| StoreError::Corrupt { what: "runs.status" })?;
+        if status.is_terminal() {
+            return Ok(Claim::Finished(status));
+        }
+        // Running with a live lease (or queued again between the two statements).
+        let left = left.unwrap_or(0.0).clamp(0.1, 3600.0);
+        Ok(Claim::Busy {
+            retry_after: Duration::from_secs_f64(left),
+        })
+    }
+
+    /// Extends the lease of a running claim. `Err(Fenced)` when the claim was superseded.
+    pub async fn heartbeat_run(
+        &self,
+        run_id: Uuid,
+        epoch: i32,
+        lease: Duration,
+    ) -> Result<Result<(), Fenced>, StoreError> {
+        let n = sqlx::query(
+            "UPDATE runs SET lease_until = now() + make_interval(secs => $3)
+             WHERE id = $1 AND epoch = $2 AND status = 'running'",
+        )
+        .bind(run_id)
+        .bind(epoch)
+        .bind(lease_secs(lease))
+        .execute(self.pool())
+        .await?
+        .rows_affected();
+        Ok(if n == 1 { Ok(()) } else { Err(Fenced { run_id, epoch }) })
+    }
+
+    /// Hands a claimed run back (its runner died or the worker is shutting down) so the
+    /// next delivery can claim it at once.
+    pub async fn release_run(&self, run_id: Uuid, epoch: i32) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE runs SET status = 'queued', lease_until = NULL, updated_at = now()
+             WHERE id = $1 AND epoch = $2 AND status = 'running'",
+        )
+        .bind(run_id)
+        .bind(epoch)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// Journals an action call's intent, or decides how a re-executed run replays it.
+    pub async fn record_step_intent(
+        &self,
+        step: &StepIntent<'_>,
+    ) -> Result<Result<StepDecision, Fenced>, StoreError> {
+        let args: serde_json::Value = serde_json::from_str(step.args_json)
+            .unwrap_or_else(|_| serde_json::Value::String(step.args_json.to_owned()));
+        let hash = args_hash(step.args_json);
+        let mut tx = self.pool().begin().await?;
+        // Lock the run row: a concurrent claim waits until this intent is decided.
+        let current: Option<i32> = sqlx::query_scalar(
+            "SELECT epoch FROM runs WHERE id = $1 AND tenant_id = $2 AND status = 'running' FOR UPDATE",
+        )
+        .bind(step.run_id)
+        .bind(step.tenant)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if current != Some(step.epoch) {
+            return Ok(Err(Fenced {
+                run_id: step.run_id,
+                epoch: step.epoch,
+            }));
+        }
+        let existing: Option<(String, String, String, Option<Json<serde_json::Value>>, Option<String>, serde_json::Value)> =
+            sqlx::query_as(
+                "SELECT action, args_hash, state, result, error, args FROM run_steps
+                 WHERE run_id = $1 AND seq = $2",
+            )
+            .bind(step.run_id)
+            .bind(step.seq)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let decision = match existing {
+            None => {
+                sqlx::query(
+                    "INSERT INTO run_steps (run_id, seq, tenant_id, action, args, args_hash,
+                        idempotent, state, epoch)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, 'intent', $8)",
+                )
+                .bind(step.run_id)
+                .bind(step.seq)
+                .bind(step.tenant)
+                .bind(step.action)
+                .bind(Json(&args))
+                .bind(&hash)
+                .bind(step.idempotent)
+                .bind(step.epoch)
+                .execute(&mut *tx)
+                .await?;
+                StepDecision::Execute
+            }
+            Some((action, recorded_hash, state, result, error, recorded_args)) => {
+                if action != step.action || recorded_hash != hash {
+                    StepDecision::Abort {
+                        status: RunStatus::Failed,
+                        reason: format!(
+                            "non-deterministic playbook: step {} was {action}({recorded_args}) \
+                             and is now {}({args})",
+                            step.seq, step.action
+                        ),
+                    }
+                } else {
+                    match state.as_str() {
+                        "succeeded" => StepDecision::Replay {
+                            result: Some(result.map(|Json(v)| v).unwrap_or(serde_json::Value::Null)),
+                            error: None,
+                        },
+                        "failed" => StepDecision::Replay {
+                            result: None,
+                            error: Some(error.unwrap_or_default()),
+                        },
+                        _ if step.idempotent => {
+                            sqlx::query(
+                                "UPDATE run_steps SET state = 'intent', epoch = $3, started_at = now()
+                                 WHERE run_id = $1 AND seq = $2",
+                            )
+                            .bind(step.run_id)
+                            .bind(step.seq)
+                            .bind(step.epoch)
+                            .execute(&mut *tx)
+                            .await?;
+                            StepDecision::Execute
+                        }
+                        _ => {
+                            sqlx::query(
+                                "UPDATE run_steps SET state = 'uncertain' WHERE run_id = $1 AND seq = $2",
+                            )
+                            .bind(step.run_id)
+                            .bind(step.seq)
+                            .execute(&mut *tx)
+                            .await?;
+                            StepDecision::Abort {
+                                status: RunStatus::NeedsReview,
+                                reason: format!(
+                                    "step {} ({action}) was started but its outcome was never \
+                                     recorded, and the action is not idempotent",
+                                    step.seq
+                                ),
+                            }
+                        }
+                    }
+                }
+            }
+        };
+        tx.commit().await?;
+        Ok(Ok(decision))
+    }
+
+    /// Journals an executed step's outcome.
+    pub async fn record_step_outcome(
+        &self,
+        step: &StepOutcome<'_>,
+    ) -> Result<Result<(), Fenced>, StoreError> {
+        let state = if step.error.is_none() { "succeeded" } else { "failed" };
+        let n = sqlx::query(
+            "UPDATE run_steps SET state = $4, result = $5, error = $6, attempts = $7,
+                    duration_ms = $8, finished_at = now()
+             WHERE run_id = $1 AND seq = $2 AND epoch = $3 AND state = 'intent'
+               AND EXISTS (SELECT 1 FROM runs WHERE id = $1 AND epoch = $3 AND status = 'running')",
+        )
+        .bind(step.run_id)
+        .bind(step.seq)
+        .bind(step.epoch)
+        .bind(state)
+        .bind(step.result.as_ref().map(Json))
+        .bind(step.error)
+        .bind(step.attempts)
+        .bind(step.duration_ms)
+        .execute(self.pool())
+        .await?
+        .rows_affected();
+        Ok(if n == 1 {
+            Ok(())
+        } else {
+            Err(Fenced {
+                run_id: step.run_id,
+                epoch: step.epoch,
+            })
+        })
+    }
+
+    /// Appends a line to the run's log.
+    pub async fn append_run_log(
+        &self,
+        run_id: Uuid,
+        tenant: &str,
+        level: &str,
+        message: &str,
+        fields: &serde_json::Value,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO run_logs (run_id, tenant_id, level, message, fields) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(run_id)
+        .bind(tenant)
+        .bind(level)
+        .bind(message)
+        .bind(Json(fields))
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// Records the end of an execution; also marks steps left in `intent` as `uncertain`.
+    pub async fn finish_run(
+        &self,
+        outcome: &RunOutcome<'_>,
+    ) -> Result<Result<(), Fenced>, StoreError> {
+        let mut tx = self.pool().begin().await?;
+        let n = sqlx::query(
+            "UPDATE runs SET status = $3, result = $4, error = $5, traceback = $6,
+                    finished_at = now(), updated_at = now(), lease_until = NULL
+             WHERE id = $1 AND epoch = $2 AND status = 'running'",
+        )
+        .bind(outcome.run_id)
+        .bind(outcome.epoch)
+        .bind(outcome.status.as_str())
+        .bind(outcome.result.as_ref().map(Json))
+        .bind(outcome.error)
+        .bind(outcome.traceback)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if n != 1 {
+            return Ok(Err(Fenced {
+                run_id: outcome.run_id,
+                epoch: outcome.epoch,
+            }));
+        }
+        sqlx::query("UPDATE run_steps SET state = 'uncertain' WHERE run_id = $1 AND state = 'intent'")
+            .bind(outcome.run_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Ok(()))
+    }
+
+    /// One run of `tenant` with its steps and log.
+    pub async fn run_view(&self, tenant: &str, id: Uuid) -> Result<RunView, StoreError> {
+        let mut run: RunView = sqlx::query_as(
+            "SELECT id, tenant_id, alert_id, case_id, playbook, bundle_hash, status, epoch, attempts,
+                    result, error, traceback, queued_at, started_at, finished_at
+             FROM runs WHERE tenant_id = $1 AND id = $2",
+        )
+        .bind(tenant)
+        .bind(id)
+        .fetch_optional(self.pool())
+        .await?
+        .ok_or(StoreError::NotFound { entity: "run" })?;
+        run.steps = sqlx::query_as(
+            "SELECT seq, action, args, state, result, error, attempts, duration_ms, started_at, finished_at
+             FROM run_steps WHERE tenant_id = $1 AND run_id = $2 ORDER BY seq",
+        )
+        .bind(tenant)
+        .bind(id)
+        .fetch_all(self.pool())
+        .await?;
+        run.logs = sqlx::query_as(
+            "SELECT level, message, fields, created_at
+             FROM run_logs WHERE tenant_id = $1 AND run_id = $2 ORDER BY id LIMIT 1000",
+        )
+        .bind(tenant)
+        .bind(id)
+        .fetch_all(self.pool())
+        .await?;
+        Ok(run)
+    }
+}
+
+/// A run as listed under its alert.
+#[derive(Debug, Clone, Serialize, FromRow)]
+pub struct RunSummary {
+    /// Run id.
+    pub id: Uuid,
+    /// Playbook name.
+    pub playbook: String,
+    /// Status name.
+    pub status: String,
+    /// When it was queued.
+    #[serde(with = "time::serde::rfc3339")]
+    pub queued_at: OffsetDateTime,
+    /// When it first started.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub started_at: Option<OffsetDateTime>,
+    /// When it finished.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub finished_at: Option<OffsetDateTime>,
+}
+
+/// A run as the API shows it.
+#[derive(Debug, Clone, Serialize, FromRow)]
+pub struct RunView {
+    /// Run id.
+    pub id: Uuid,
+    /// Tenant.
+    #[sqlx(rename = "tenant_id")]
+    pub tenant: String,
+    /// Triggering alert.
+    pub alert_id: Option<Uuid>,
+    /// Case.
+    pub case_id: Option<Uuid>,
+    /// Playbook name.
+    pub playbook: String,
+    /// Bundle the run executes.
+    pub bundle_hash: String,
+    /// Status name.
+    pub status: String,
+    /// Fencing epoch (number of claims).
+    pub epoch: i32,
+    /// Executions so far.
+    pub attempts: i32,
+    /// Returned dict.
+    pub result: Option<Json<serde_json::Value>>,
+    /// Error.
+    pub error: Option<String>,
+    /// Python traceback.
+    pub traceback: Option<String>,
+    /// Queued.
+    #[serde(with = "time::serde::rfc3339")]
+    pub queued_at: OffsetDateTime,
+    /// First started.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub started_at: Option<OffsetDateTime>,
+    /// Finished.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub finished_at: Option<OffsetDateTime>,
+    /// Journal.
+    #[sqlx(skip)]
+    pub steps: Vec<StepView>,
+    /// Log lines.
+    #[sqlx(skip)]
+    pub logs: Vec<LogLine>,
+}
+
+/// A journaled step as the API shows it.
+#[derive(Debug, Clone, Serialize, FromRow)]
+pub struct StepView {
+    /// Position.
+    pub seq: i32,
+    /// Action name.
+    pub action: String,
+    /// Arguments.
+    pub args: Json<serde_json::Value>,
+    /// intent | succeeded | failed | uncertain.
+    pub state: String,
+    /// Result.
+    pub result: Option<Json<serde_json::Value>>,
+    /// Error.
+    pub error: Option<String>,
+    /// Attempts.
+    pub attempts: i32,
+    /// Duration.
+    pub duration_ms: Option<i64>,
+    /// Started.
+    #[serde(with = "time::serde::rfc3339")]
+    pub started_at: OffsetDateTime,
+    /// Finished.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub finished_at: Option<OffsetDateTime>,
+}
+
+/// One line of a run's log.
+#[derive(Debug, Clone, Serialize, FromRow)]
+pub struct LogLine {
+    /// Level.
+    pub level: String,
+    /// Message.
+    pub message: String,
+    /// Structured fields.
+    pub fields: Json<serde_json::Value>,
+    /// When.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}

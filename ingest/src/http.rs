@@ -1,0 +1,138 @@
+//! HTTP surface: `POST /v1/alerts`, `GET /healthz`, `GET /readyz`.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::{Body, to_bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::Response;
+use axum::routing::{get, post};
+use serde_json::json;
+use tocsin_http::{Problem, bearer, json_response};
+use time::OffsetDateTime;
+use tocsin_proto::types;
+use uuid::Uuid;
+
+use crate::Config;
+use crate::auth::KeyResolver;
+use crate::generic::{BodyError, parse_generic_body};
+use crate::publish::publish_alerts;
+
+#[derive(Clone)]
+pub(crate) struct AppState(Arc<Inner>);
+
+struct Inner {
+    nats: async_nats::Client,
+    js: async_nats::jetstream::Context,
+    keys: KeyResolver,
+    store: tocsin_store::Store,
+    max_body_bytes: usize,
+    max_batch: usize,
+    retry_after_secs: u32,
+}
+
+impl AppState {
+    pub(crate) fn new(
+        config: &Config,
+        nats: async_nats::Client,
+        js: async_nats::jetstream::Context,
+        store: tocsin_store::Store,
+    ) -> Self {
+        Self(Arc::new(Inner {
+            nats,
+            js,
+            keys: KeyResolver::new(store.clone(), config.ingest.key_cache_ttl),
+            store,
+            max_body_bytes: config.ingest.max_body_bytes,
+            max_batch: config.ingest.max_batch,
+            retry_after_secs: config.ingest.retry_after_secs,
+        }))
+    }
+}
+
+pub(crate) fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/v1/alerts", post(post_alerts))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .with_state(state)
+}
+
+fn unavailable(state: &Inner, detail: &str) -> Problem {
+    Problem::unavailable(detail, state.retry_after_secs)
+}
+
+async fn post_alerts(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, Problem> {
+    let state = &state.0;
+    let Some(key) = bearer(&headers) else {
+        return Err(Problem::unauthorized("missing ingest key: send Authorization: Bearer <ingest key>"));
+    };
+    let tenant = match state.keys.resolve(key).await {
+        Ok(Some(tenant)) => tenant,
+        Ok(None) => return Err(Problem::unauthorized("invalid ingest key")),
+        Err(error) => {
+            tracing::warn!(%error, "ingest key lookup failed");
+            return Err(unavailable(state, "key store unavailable; retry later"));
+        }
+    };
+    let too_large = || {
+        Problem::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body exceeds {} bytes", state.max_body_bytes),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|len| len > state.max_body_bytes) {
+        return Err(too_large());
+    }
+    let bytes = to_bytes(body, state.max_body_bytes)
+        .await
+        .map_err(|_| too_large())?;
+    let mut alerts = parse_generic_body(&bytes, state.max_batch).map_err(|e| match e {
+        BodyError::TooMany { .. } => Problem::new(StatusCode::PAYLOAD_TOO_LARGE, e.to_string()),
+        BodyError::Invalid(inner) => Problem {
+            line: inner.line(),
+            ..Problem::new(StatusCode::BAD_REQUEST, inner.to_string())
+        },
+    })?;
+    let received_at_ms = i64::try_from(OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000)
+        .unwrap_or(i64::MAX);
+    let mut ids = Vec::with_capacity(alerts.len());
+    for alert in &mut alerts {
+        let id = types::alert_id(&tenant, &alert.source, &alert.source_ref);
+        alert.id = id.to_string();
+        alert.tenant.clone_from(&tenant);
+        alert.received_at_ms = received_at_ms;
+        alert.receipt_id = Uuid::now_v7().to_string();
+        ids.push(alert.id.clone());
+    }
+    if let Err(error) = publish_alerts(&state.nats, &state.js, &alerts).await {
+        tracing::warn!(%tenant, count = alerts.len(), error = %error, "alerts not accepted: jetstream unavailable");
+        return Err(unavailable(
+            state,
+            "alert stream unavailable; retry later (a retried alert is deduplicated)",
+        ));
+    }
+    tracing::debug!(%tenant, count = ids.len(), "alerts accepted");
+    Ok(json_response(StatusCode::ACCEPTED, &json!({ "alert_ids": ids })))
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    let nats_ok =
+        state.0.nats.connection_state() == async_nats::connection::State::Connected;
+    let pg_ok = state.0.store.ping().await.is_ok();
+    let status = if nats_ok && pg_ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    json_response(status, &json!({ "nats": nats_ok, "postgres": pg_ok }))
+}

@@ -1,0 +1,113 @@
+//! The ingest service: authenticates alert posts with tenant ingest keys, normalizes them
+//! into [`Alert`](tocsin_proto::v1::Alert)s, publishes them to the ALERTS stream, and
+//! answers 202 only once JetStream has acknowledged every alert of the request.
+#![forbid(unsafe_code)]
+
+mod auth;
+pub mod config;
+mod generic;
+mod http;
+mod publish;
+
+use std::net::SocketAddr;
+
+use tocsin_core::Shutdown;
+
+pub use config::Config;
+pub use generic::{BodyError, NormalizeError, parse_generic_body};
+
+/// The ingest service could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    /// NATS connection or stream setup failed.
+    #[error(transparent)]
+    Nats(#[from] tocsin_core::nats::NatsSetupError),
+    /// The database could not be reached.
+    #[error("failed to connect to postgres")]
+    Store(#[from] tocsin_store::StoreError),
+    /// The listener could not be bound or the server failed.
+    #[error("failed to serve http on {addr}")]
+    Serve {
+        /// Listen address.
+        addr: SocketAddr,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A bound ingest server, not yet serving.
+pub struct Server {
+    listener: tokio::net::TcpListener,
+    state: http::AppState,
+    nats: async_nats::Client,
+    store: tocsin_store::Store,
+    config: Config,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("addr", &self.listener.local_addr().ok())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Server {
+    /// Connects to NATS and Postgres, prepares the streams and binds the listener.
+    pub async fn bind(config: Config) -> Result<Self, IngestError> {
+        let nats = tocsin_core::nats::connect(&config.nats, "tocsin-ingest").await?;
+        let js = tocsin_core::nats::jetstream(nats.clone(), &config.nats);
+        tocsin_core::nats::ensure_streams_with_retry(
+            &js,
+            &config.nats,
+            config.nats.connect_timeout,
+        )
+        .await?;
+        let store = tocsin_store::Store::connect(&config.postgres).await?;
+        let listener = tokio::net::TcpListener::bind(config.ingest.listen)
+            .await
+            .map_err(|source| IngestError::Serve {
+                addr: config.ingest.listen,
+                source,
+            })?;
+        let state = http::AppState::new(&config, nats.clone(), js, store.clone());
+        Ok(Self {
+            listener,
+            state,
+            nats,
+            store,
+            config,
+        })
+    }
+
+    /// The address it listens on.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.listener.local_addr().ok()
+    }
+
+    /// Serves until `shutdown`, then stops accepting, lets in-flight requests finish (each
+    /// waits for its PubAcks), drains NATS and closes the pool.
+    pub async fn serve(self, shutdown: Shutdown) -> Result<(), IngestError> {
+        let addr = self.config.ingest.listen;
+        let app = http::router(self.state);
+        tracing::info!(addr = ?self.listener.local_addr().ok(), "ingest listening");
+        let token = shutdown.token().clone();
+        axum::serve(self.listener, app)
+            .with_graceful_shutdown(async move { token.cancelled().await })
+            .await
+            .map_err(|source| IngestError::Serve { addr, source })?;
+        let grace = self.config.shutdown.grace;
+        if tokio::time::timeout(grace, self.nats.drain()).await.is_err() {
+            tracing::warn!("nats drain did not finish within the grace period");
+        }
+        self.store.close().await;
+        tracing::info!("ingest stopped");
+        Ok(())
+    }
+}
+
+/// Runs the ingest service until `shutdown` is cancelled.
+pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), IngestError> {
+    Server::bind(config).await?.serve(shutdown).await
+}

@@ -1,0 +1,19 @@
+"""Test configuration: make the SDK importable without installing it."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+# Never litter the source tree (or temporary bundles) with __pycache__.
+sys.dont_write_bytecode = True
+
+TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
+SDK_DIR = os.path.dirname(TESTS_DIR)
+PLAYBOOKS_DIR = os.path.dirname(SDK_DIR)
+REPO_DIR = os.path.dirname(PLAYBOOKS_DIR)
+DEMO_ALERTS = os.path.join(REPO_DIR, "deploy", "demo", "alerts.ndjson")
+
+for path in (SDK_DIR, TESTS_DIR):
+    if path not in sys.path:
+        sys.path.insert(0, path)

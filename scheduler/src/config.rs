@@ -1,0 +1,62 @@
+//! Scheduler configuration.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tocsin_core::config::{NatsConfig, PostgresConfig, ShutdownConfig, TelemetryConfig, Validate};
+
+/// Scheduler configuration.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Scheduling settings.
+    pub scheduler: SchedulerSection,
+    /// NATS.
+    pub nats: NatsConfig,
+    /// PostgreSQL.
+    pub postgres: PostgresConfig,
+    /// Logging.
+    pub telemetry: TelemetryConfig,
+    /// Draining.
+    pub shutdown: ShutdownConfig,
+}
+
+/// The `[scheduler]` section.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SchedulerSection {
+    /// Alerts handled concurrently (also the consumer's `max_ack_pending`).
+    pub concurrency: usize,
+    /// How long JetStream waits for an ack before redelivering an alert.
+    #[serde(with = "humantime_serde")]
+    pub ack_wait: Duration,
+    /// How long the tenant's deployed playbooks are cached; a deploy takes effect within
+    /// this time.
+    #[serde(with = "humantime_serde")]
+    pub playbook_cache_ttl: Duration,
+}
+
+impl Default for SchedulerSection {
+    fn default() -> Self {
+        Self {
+            concurrency: 64,
+            ack_wait: Duration::from_secs(30),
+            playbook_cache_ttl: Duration::from_secs(2),
+        }
+    }
+}
+
+impl Validate for Config {
+    fn validate(&self, problems: &mut Vec<String>) {
+        if self.scheduler.concurrency == 0 || self.scheduler.concurrency > 10_000 {
+            problems.push("scheduler.concurrency must be between 1 and 10000".to_owned());
+        }
+        if self.scheduler.ack_wait < Duration::from_secs(1) {
+            problems.push("scheduler.ack_wait must be at least 1s".to_owned());
+        }
+        self.nats.validate(problems);
+        self.postgres.validate(problems);
+        self.telemetry.validate(problems);
+        self.shutdown.validate(problems);
+    }
+}

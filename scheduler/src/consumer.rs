@@ -1,0 +1,261 @@
+//! The ALERTS consumer loop and the handling of one alert.
+
+use std::sync::Arc;
+
+use async_nats::HeaderMap;
+use async_nats::jetstream::{self, AckKind, consumer::pull};
+use futures::StreamExt;
+use prost::Message;
+use time::OffsetDateTime;
+use tocsin_core::{ErrorClass, Shutdown};
+use tocsin_proto::types::{self, Severity};
+use tocsin_proto::{subjects, v1};
+use tocsin_store::Store;
+use tocsin_store::alerts::{AlertOutcome, NewAlert, NewRun, QueuedRun};
+use tokio::sync::Semaphore;
+use uuid::Uuid;
+
+use crate::playbooks::PlaybookCache;
+use crate::when::alert_view;
+use crate::{Config, SchedulerError};
+
+/// Handling one alert failed.
+#[derive(Debug, thiserror::Error)]
+enum HandleError {
+    /// The message is not a valid alert; redelivering cannot help.
+    #[error("malformed alert message: {0}")]
+    Malformed(String),
+    /// Postgres failed.
+    #[error(transparent)]
+    Store(#[from] tocsin_store::StoreError),
+    /// A run job could not be published (RUNS full or NATS down).
+    #[error("failed to publish run job")]
+    Publish(#[source] async_nats::jetstream::context::PublishError),
+}
+
+impl HandleError {
+    fn class(&self) -> ErrorClass {
+        match self {
+            HandleError::Malformed(_) => ErrorClass::Permanent,
+            HandleError::Store(e) => e.class(),
+            HandleError::Publish(_) => ErrorClass::Retryable {
+                delay: std::time::Duration::from_secs(2),
+            },
+        }
+    }
+}
+
+struct Ctx {
+    js: jetstream::Context,
+    store: Store,
+    playbooks: PlaybookCache,
+}
+
+pub(crate) async fn consume(
+    config: &Config,
+    js: jetstream::Context,
+    store: Store,
+    shutdown: &Shutdown,
+) -> Result<(), SchedulerError> {
+    let consumer_err = |e: Box<dyn std::error::Error + Send + Sync>| SchedulerError::Consumer {
+        stream: subjects::ALERTS_STREAM,
+        source: e,
+    };
+    let stream = js
+        .get_stream(subjects::ALERTS_STREAM)
+        .await
+        .map_err(|e| consumer_err(Box::new(e)))?;
+    let concurrency = config.scheduler.concurrency;
+    let consumer = stream
+        .get_or_create_consumer(
+            subjects::SCHEDULER_CONSUMER,
+            pull::Config {
+                durable_name: Some(subjects::SCHEDULER_CONSUMER.to_owned()),
+                ack_policy: jetstream::consumer::AckPolicy::Explicit,
+                ack_wait: config.scheduler.ack_wait,
+                max_ack_pending: i64::try_from(concurrency).unwrap_or(i64::MAX),
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|e| consumer_err(Box::new(e)))?;
+    let mut messages = consumer
+        .messages()
+        .await
+        .map_err(|e| consumer_err(Box::new(e)))?;
+    let ctx = Arc::new(Ctx {
+        js,
+        playbooks: PlaybookCache::new(store.clone(), config.scheduler.playbook_cache_ttl),
+        store,
+    });
+    let limit = Arc::new(Semaphore::new(concurrency));
+    let tasks = shutdown.child();
+    tracing::info!(concurrency, "scheduler consuming alerts");
+    loop {
+        let permit = tokio::select! {
+            () = shutdown.cancelled() => break,
+            permit = limit.clone().acquire_owned() => match permit {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+        };
+        let message = tokio::select! {
+            () = shutdown.cancelled() => break,
+            next = messages.next() => next,
+        };
+        match message {
+            Some(Ok(message)) => {
+                let ctx = ctx.clone();
+                tasks.spawn("alert", async move {
+                    handle_message(&ctx, message).await;
+                    drop(permit);
+                });
+            }
+            Some(Err(error)) => {
+                // The pull stream reports heartbeats missed and similar transient errors; it
+                // keeps going, so log and continue.
+                tracing::warn!(%error, "alert consumer error");
+            }
+            None => {
+                tracing::warn!("alert consumer stream ended");
+                break;
+            }
+        }
+    }
+    // Stop intake, then let in-flight alerts finish (each acks or naks itself).
+    if !tasks.wait_tasks(config.shutdown.grace).await {
+        tracing::warn!("in-flight alerts did not finish within the grace period; they will be redelivered");
+    }
+    Ok(())
+}
+
+async fn handle_message(ctx: &Ctx, message: jetstream::Message) {
+    let result = handle_alert(ctx, &message.payload).await;
+    let ack = match &result {
+        Ok(()) => AckKind::Ack,
+        Err(error) => {
+            let class = error.class();
+            match class {
+                ErrorClass::Permanent => tracing::error!(%error, "alert dropped: cannot be processed"),
+                _ => tracing::warn!(%error, ?class, "alert will be retried"),
+            }
+            class.ack_kind()
+        }
+    };
+    if let Err(error) = message.ack_with(ack).await {
+        tracing::warn!(%error, "failed to ack alert; it will be redelivered");
+    }
+}
+
+#[tracing::instrument(skip_all, fields(tenant, alert_id))]
+async fn handle_alert(ctx: &Ctx, payload: &[u8]) -> Result<(), HandleError> {
+    let alert = decode_alert(payload)?;
+    let span = tracing::Span::current();
+    span.record("tenant", alert.tenant.as_str());
+    span.record("alert_id", tracing::field::display(alert.id));
+    let deployed = ctx.playbooks.get(&alert.tenant).await?;
+    let view = alert_view(&alert);
+    let runs: Vec<NewRun> = deployed
+        .playbooks
+        .iter()
+        .filter(|c| c.meta.trigger == "alert" && c.when.matches(&view))
+        .map(|c| NewRun {
+            id: types::run_id(alert.id, &c.meta.name),
+            playbook: c.meta.name.clone(),
+            bundle_hash: deployed.bundle_hash.clone(),
+            priority: c.meta.priority.clone(),
+        })
+        .collect();
+    let outcome = ctx.store.record_alert(&alert, &runs).await?;
+    let to_publish = match outcome {
+        AlertOutcome::New { case_id, runs } => {
+            tracing::info!(%case_id, runs = runs.len(), "alert recorded");
+            runs
+        }
+        AlertOutcome::Duplicate { duplicate_count } => {
+            tracing::info!(duplicate_count, "duplicate alert recorded");
+            Vec::new()
+        }
+        AlertOutcome::Redelivered { runs } => {
+            tracing::debug!(runs = runs.len(), "alert redelivered; republishing queued runs");
+            runs
+        }
+    };
+    publish_runs(&ctx.js, &to_publish).await
+}
+
+fn decode_alert(payload: &[u8]) -> Result<NewAlert, HandleError> {
+    let bad = |what: &str| HandleError::Malformed(what.to_owned());
+    let alert = v1::Alert::decode(payload).map_err(|e| HandleError::Malformed(e.to_string()))?;
+    if !types::is_valid_tenant_id(&alert.tenant) {
+        return Err(bad("invalid tenant"));
+    }
+    let id = Uuid::parse_str(&alert.id).map_err(|_| bad("invalid alert id"))?;
+    if id != types::alert_id(&alert.tenant, &alert.source, &alert.source_ref) {
+        return Err(bad("alert id does not match its dedup key"));
+    }
+    let receipt_id = Uuid::parse_str(&alert.receipt_id).map_err(|_| bad("invalid receipt id"))?;
+    let severity = Severity::try_from(alert.severity()).map_err(|_| bad("invalid severity"))?;
+    let at = |ms: i64| OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok();
+    let raw: serde_json::Value =
+        serde_json::from_str(&alert.raw_json).map_err(|_| bad("raw_json is not JSON"))?;
+    let observables = serde_json::Value::Array(
+        alert
+            .observables
+            .iter()
+            .map(|o| serde_json::json!({ "type": o.r#type, "value": o.value }))
+            .collect(),
+    );
+    Ok(NewAlert {
+        id,
+        receipt_id,
+        received_at: at(alert.received_at_ms).ok_or_else(|| bad("invalid received_at"))?,
+        occurred_at: if alert.occurred_at_ms == 0 {
+            None
+        } else {
+            Some(at(alert.occurred_at_ms).ok_or_else(|| bad("invalid occurred_at"))?)
+        },
+        tenant: alert.tenant,
+        source: alert.source,
+        source_ref: alert.source_ref,
+        title: alert.title,
+        description: alert.description,
+        severity,
+        observables,
+        tags: alert.tags,
+        raw,
+    })
+}
+
+async fn publish_runs(js: &jetstream::Context, runs: &[QueuedRun]) -> Result<(), HandleError> {
+    let mut acks = Vec::with_capacity(runs.len());
+    for run in runs {
+        let dispatch = u32::try_from(run.dispatch).unwrap_or(0);
+        let job = v1::RunJob {
+            run_id: run.id.to_string(),
+            tenant: run.tenant_id.clone(),
+            alert_id: run.alert_id.map(|a| a.to_string()).unwrap_or_default(),
+            playbook: run.playbook.clone(),
+            bundle_hash: run.bundle_hash.clone(),
+            dispatch,
+        };
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            subjects::MSG_ID_HEADER,
+            subjects::run_msg_id(&job.run_id, dispatch).as_str(),
+        );
+        let ack = js
+            .publish_with_headers(
+                subjects::run_subject(&run.tenant_id, &run.priority),
+                headers,
+                job.encode_to_vec().into(),
+            )
+            .await
+            .map_err(HandleError::Publish)?;
+        acks.push(ack.into_future());
+    }
+    futures::future::try_join_all(acks)
+        .await
+        .map_err(HandleError::Publish)?;
+    Ok(())
+}

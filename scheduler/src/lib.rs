@@ -1,0 +1,52 @@
+//! The scheduler: consumes normalized alerts from ALERTS, records each in Postgres (dedup
+//! by delivery receipt and by (tenant, source, source_ref)), opens a case for a new alert,
+//! matches the tenant's deployed playbooks by trigger and `when`, creates one run per match
+//! with a deterministic id, publishes a [`RunJob`](tocsin_proto::v1::RunJob) per run to
+//! RUNS, and acks the alert only after all of that committed.
+#![forbid(unsafe_code)]
+
+pub mod config;
+mod consumer;
+mod playbooks;
+pub mod when;
+
+use tocsin_core::Shutdown;
+
+pub use config::Config;
+
+/// The scheduler could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum SchedulerError {
+    /// NATS connection or stream setup failed.
+    #[error(transparent)]
+    Nats(#[from] tocsin_core::nats::NatsSetupError),
+    /// The durable consumer could not be created or read.
+    #[error("failed to consume {stream}")]
+    Consumer {
+        /// Stream name.
+        stream: &'static str,
+        /// Cause.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The database could not be reached.
+    #[error("failed to connect to postgres")]
+    Store(#[from] tocsin_store::StoreError),
+}
+
+/// Runs the scheduler until `shutdown` is cancelled.
+pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), SchedulerError> {
+    let nats = tocsin_core::nats::connect(&config.nats, "tocsin-scheduler").await?;
+    let js = tocsin_core::nats::jetstream(nats.clone(), &config.nats);
+    tocsin_core::nats::ensure_streams_with_retry(&js, &config.nats, config.nats.connect_timeout)
+        .await?;
+    let store = tocsin_store::Store::connect(&config.postgres).await?;
+    let result = consumer::consume(&config, js, store.clone(), &shutdown).await;
+    let grace = config.shutdown.grace;
+    if tokio::time::timeout(grace, nats.drain()).await.is_err() {
+        tracing::warn!("nats drain did not finish within the grace period");
+    }
+    store.close().await;
+    tracing::info!("scheduler stopped");
+    result
+}

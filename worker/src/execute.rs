@@ -1,0 +1,379 @@
+//! Executing one run job: claim, start the playbook on a runner, journal what it reports,
+//! record the outcome, and settle the JetStream message.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, AckKind};
+use prost::Message;
+use tocsin_core::ErrorClass;
+use tocsin_proto::types::RunStatus;
+use tocsin_proto::v1::{self, runner_event::Event, runner_request::Request, step_decision::Decision};
+use tocsin_store::runs::{Claim, ClaimedRun, RunOutcome, StepDecision, StepIntent, StepOutcome};
+use tocsin_store::{Store, StoreError};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::bundles::{BundleError, ensure_bundle};
+use crate::pool::{PoolError, RunHandle, RunnerPool};
+
+/// Everything a run handler needs.
+pub(crate) struct Executor {
+    pub(crate) store: Store,
+    pub(crate) pool: Arc<RunnerPool>,
+    pub(crate) bundle_root: std::path::PathBuf,
+    pub(crate) ack_wait: Duration,
+    pub(crate) hard_deadline_margin: Duration,
+    /// Cancelled when the shutdown grace for in-flight runs has passed.
+    pub(crate) hand_back: CancellationToken,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum RunError {
+    #[error("malformed run job: {0}")]
+    Malformed(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Bundle(#[from] BundleError),
+    #[error(transparent)]
+    Pool(#[from] PoolError),
+}
+
+impl RunError {
+    fn class(&self) -> ErrorClass {
+        match self {
+            RunError::Malformed(_) => ErrorClass::Permanent,
+            RunError::Store(e) | RunError::Bundle(BundleError::Store(e)) => e.class(),
+            RunError::Bundle(BundleError::Corrupt { .. }) => ErrorClass::Permanent,
+            RunError::Bundle(BundleError::Io { .. }) | RunError::Pool(_) => ErrorClass::Retryable {
+                delay: Duration::from_secs(2),
+            },
+        }
+    }
+}
+
+/// How the message is settled once the handler is done with it.
+enum Settle {
+    Ack,
+    Retry(Duration),
+    HandBack,
+    /// Leave it to redelivery (our claim was superseded).
+    Leave,
+}
+
+pub(crate) async fn handle_message(exec: &Executor, message: jetstream::Message) {
+    let settle = match handle(exec, &message).await {
+        Ok(settle) => settle,
+        Err(error) => match error.class() {
+            ErrorClass::Permanent => {
+                tracing::error!(%error, "run job dropped: cannot be processed");
+                // Terminate: redelivery cannot help.
+                if let Err(e) = message.ack_with(AckKind::Term).await {
+                    tracing::warn!(error = %e, "failed to terminate run job");
+                }
+                return;
+            }
+            ErrorClass::Retryable { delay } => {
+                tracing::warn!(%error, "run job will be retried");
+                Settle::Retry(delay)
+            }
+            ErrorClass::Shutdown => Settle::HandBack,
+        },
+    };
+    let ack = match settle {
+        Settle::Ack => AckKind::Ack,
+        Settle::Retry(delay) => AckKind::Nak(Some(delay)),
+        Settle::HandBack => AckKind::Nak(None),
+        Settle::Leave => return,
+    };
+    if let Err(error) = message.ack_with(ack).await {
+        tracing::warn!(%error, "failed to settle run job; it will be redelivered");
+    }
+}
+
+#[tracing::instrument(skip_all, fields(run_id, tenant, playbook))]
+async fn handle(exec: &Executor, message: &jetstream::Message) -> Result<Settle, RunError> {
+    let job = v1::RunJob::decode(message.payload.as_ref())
+        .map_err(|e| RunError::Malformed(e.to_string()))?;
+    let run_id = Uuid::parse_str(&job.run_id).map_err(|_| RunError::Malformed("run id".into()))?;
+    let span = tracing::Span::current();
+    span.record("run_id", tracing::field::display(run_id));
+    span.record("tenant", job.tenant.as_str());
+    span.record("playbook", job.playbook.as_str());
+    let run = match exec.store.claim_run(&job.tenant, run_id, exec.ack_wait).await {
+        Ok(Claim::Claimed(run)) => run,
+        Ok(Claim::Finished(status)) => {
+            tracing::debug!(%status, "run already finished; dropping duplicate job");
+            return Ok(Settle::Ack);
+        }
+        Ok(Claim::Busy { retry_after }) => return Ok(Settle::Retry(retry_after)),
+        Err(StoreError::NotFound { .. }) => {
+            return Err(RunError::Malformed("run does not exist".into()));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    tracing::info!(epoch = run.epoch, attempt = run.attempts, "run claimed");
+    match execute(exec, message, &run).await {
+        Ok(settle) => Ok(settle),
+        Err(error) => {
+            // Hand the claim back so the redelivery does not wait for the lease to expire.
+            if let Err(e) = exec.store.release_run(run.id, run.epoch).await {
+                tracing::warn!(error = %e, "failed to release run claim");
+            }
+            Err(error)
+        }
+    }
+}
+
+async fn execute(
+    exec: &Executor,
+    message: &jetstream::Message,
+    run: &ClaimedRun,
+) -> Result<Settle, RunError> {
+    let playbook = match exec
+        .store
+        .playbook(&run.tenant_id, &run.bundle_hash, &run.playbook)
+        .await
+    {
+        Ok(p) => p,
+        Err(StoreError::NotFound { .. }) => {
+            let error = format!("playbook {:?} is not in bundle {}", run.playbook, run.bundle_hash);
+            return finish(exec, run, RunStatus::Failed, None, Some(&error), None).await;
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let alert_json = match run.alert_id {
+        Some(alert_id) => sdk_alert_json(&exec.store.alert_view(&run.tenant_id, alert_id).await?),
+        None => "null".to_owned(),
+    };
+    let bundle_dir =
+        ensure_bundle(&exec.store, &exec.bundle_root, &run.tenant_id, &run.bundle_hash).await?;
+    let mut handle = exec
+        .pool
+        .start_run(v1::StartRun {
+            run_id: run.id.to_string(),
+            tenant: run.tenant_id.clone(),
+            playbook: run.playbook.clone(),
+            bundle_dir: bundle_dir.display().to_string(),
+            bundle_hash: run.bundle_hash.clone(),
+            attempt: u32::try_from(run.attempts).unwrap_or(u32::MAX),
+            alert_json,
+        })
+        .await?;
+    tracing::debug!(runner_pid = ?handle.runner_pid(), "run started");
+
+    let timeout = Duration::from_millis(u64::try_from(playbook.timeout_ms).unwrap_or(0));
+    let hard_deadline = tokio::time::sleep(timeout + exec.hard_deadline_margin);
+    tokio::pin!(hard_deadline);
+    let mut heartbeat = tokio::time::interval(exec.ack_wait / 3);
+    heartbeat.tick().await;
+
+    loop {
+        tokio::select! {
+            event = handle.events.recv() => {
+                let Some(event) = event else {
+                    tracing::warn!("runner died during the run; handing the job back");
+                    exec.store.release_run(run.id, run.epoch).await?;
+                    return Ok(Settle::Retry(Duration::from_millis(500)));
+                };
+                match on_event(exec, run, &handle, event).await {
+                    Ok(Some(settle)) => return Ok(settle),
+                    Ok(None) => {}
+                    Err(error) => {
+                        handle.cancel().await;
+                        return Err(error);
+                    }
+                }
+            }
+            _ = heartbeat.tick() => {
+                if let Err(error) = message.ack_with(AckKind::Progress).await {
+                    tracing::warn!(%error, "failed to send in-progress ack");
+                }
+                if exec.store.heartbeat_run(run.id, run.epoch, exec.ack_wait).await?.is_err() {
+                    tracing::warn!("run claimed by another worker; abandoning this execution");
+                    handle.cancel().await;
+                    return Ok(Settle::Leave);
+                }
+            }
+            () = &mut hard_deadline => {
+                tracing::error!(timeout_s = timeout.as_secs_f64(), "run passed its hard deadline; killing its runner");
+                handle.kill_runner();
+                let error = format!(
+                    "playbook did not finish within its timeout of {:.1}s (runner killed)",
+                    timeout.as_secs_f64()
+                );
+                return finish(exec, run, RunStatus::Failed, None, Some(&error), None).await;
+            }
+            () = exec.hand_back.cancelled() => {
+                tracing::info!("shutting down; handing the run back for redelivery");
+                handle.cancel().await;
+                exec.store.release_run(run.id, run.epoch).await?;
+                return Ok(Settle::HandBack);
+            }
+        }
+    }
+}
+
+/// Handles one runner event; `Some` when the run is over.
+async fn on_event(
+    exec: &Executor,
+    run: &ClaimedRun,
+    handle: &RunHandle,
+    event: Event,
+) -> Result<Option<Settle>, RunError> {
+    match event {
+        Event::StepIntent(intent) => {
+            let seq = i32::try_from(intent.seq).unwrap_or(i32::MAX);
+            let decision = exec
+                .store
+                .record_step_intent(&StepIntent {
+                    run_id: run.id,
+                    tenant: &run.tenant_id,
+                    epoch: run.epoch,
+                    seq,
+                    action: &intent.action,
+                    args_json: &intent.args_json,
+                    idempotent: intent.idempotent,
+                })
+                .await?;
+            let Ok(decision) = decision else {
+                tracing::warn!(seq, "run claimed by another worker; abandoning this execution");
+                handle.cancel().await;
+                return Ok(Some(Settle::Leave));
+            };
+            let mut reply = v1::StepDecision {
+                run_id: intent.run_id,
+                seq: intent.seq,
+                ..Default::default()
+            };
+            match decision {
+                StepDecision::Execute => reply.set_decision(Decision::Execute),
+                StepDecision::Replay { result, error } => {
+                    reply.set_decision(Decision::Replay);
+                    reply.result_json = result.map(|r| r.to_string());
+                    reply.error = error;
+                }
+                StepDecision::Abort { status, reason } => {
+                    tracing::warn!(seq, %status, %reason, "step aborts the run");
+                    reply.set_decision(Decision::Abort);
+                    reply.status = status.as_str().to_owned();
+                    reply.reason = reason;
+                }
+            }
+            handle.send(Request::StepDecision(reply)).await?;
+            Ok(None)
+        }
+        Event::StepResult(result) => {
+            let result_value = result
+                .result_json
+                .as_deref()
+                .map(|r| serde_json::from_str(r).unwrap_or(serde_json::Value::String(r.to_owned())));
+            let outcome = exec
+                .store
+                .record_step_outcome(&StepOutcome {
+                    run_id: run.id,
+                    epoch: run.epoch,
+                    seq: i32::try_from(result.seq).unwrap_or(i32::MAX),
+                    result: if result.ok { result_value } else { None },
+                    error: if result.ok {
+                        None
+                    } else {
+                        Some(result.error.as_deref().unwrap_or("action failed"))
+                    },
+                    attempts: i32::try_from(result.attempts).unwrap_or(i32::MAX),
+                    duration_ms: i64::try_from(result.duration_ms).unwrap_or(i64::MAX),
+                })
+                .await?;
+            if outcome.is_err() {
+                tracing::warn!(seq = result.seq, "run claimed by another worker; abandoning this execution");
+                handle.cancel().await;
+                return Ok(Some(Settle::Leave));
+            }
+            Ok(None)
+        }
+        Event::RunLog(log) => {
+            let fields: serde_json::Value =
+                serde_json::from_str(&log.fields_json).unwrap_or(serde_json::Value::Null);
+            tracing::info!(target: "tocsin::playbook", level = %log.level, fields = %log.fields_json, "{}", log.message);
+            if let Err(error) = exec
+                .store
+                .append_run_log(run.id, &run.tenant_id, &log.level, &log.message, &fields)
+                .await
+            {
+                // A lost log line must not fail the run.
+                tracing::warn!(%error, "failed to store run log line");
+            }
+            Ok(None)
+        }
+        Event::RunFinished(done) => {
+            let status = done.status.parse::<RunStatus>().unwrap_or(RunStatus::Failed);
+            let status = if status.is_terminal() { status } else { RunStatus::Failed };
+            let result = match done.result_json.as_deref().map(serde_json::from_str::<serde_json::Value>) {
+                None => None,
+                Some(Ok(v)) => Some(v),
+                Some(Err(_)) => {
+                    return finish(exec, run, RunStatus::Failed, None, Some("run result is not valid JSON"), None)
+                        .await
+                        .map(Some);
+                }
+            };
+            finish(exec, run, status, result, done.error.as_deref(), done.traceback.as_deref())
+                .await
+                .map(Some)
+        }
+        Event::InspectResult(_) | Event::Ready(_) => Ok(None),
+    }
+}
+
+async fn finish(
+    exec: &Executor,
+    run: &ClaimedRun,
+    status: RunStatus,
+    result: Option<serde_json::Value>,
+    error: Option<&str>,
+    traceback: Option<&str>,
+) -> Result<Settle, RunError> {
+    let recorded = exec
+        .store
+        .finish_run(&RunOutcome {
+            run_id: run.id,
+            epoch: run.epoch,
+            status,
+            result,
+            error,
+            traceback,
+        })
+        .await?;
+    match recorded {
+        Ok(()) => {
+            tracing::info!(%status, "run finished");
+            Ok(Settle::Ack)
+        }
+        Err(fenced) => {
+            tracing::warn!(%fenced, "run outcome refused: a newer claim owns the run");
+            Ok(Settle::Leave)
+        }
+    }
+}
+
+/// The alert in the SDK's `Alert.from_dict` shape.
+fn sdk_alert_json(alert: &tocsin_store::alerts::AlertView) -> String {
+    use time::format_description::well_known::Rfc3339;
+    let fmt = |t: time::OffsetDateTime| t.format(&Rfc3339).ok();
+    serde_json::json!({
+        "id": alert.id,
+        "tenant": alert.tenant,
+        "source": alert.source,
+        "source_ref": alert.source_ref,
+        "title": alert.title,
+        "description": alert.description,
+        "severity": alert.severity,
+        "occurred_at": alert.occurred_at.and_then(fmt),
+        "received_at": fmt(alert.received_at),
+        "tags": alert.tags,
+        "observables": alert.observables.0,
+        "raw": alert.raw.0,
+    })
+    .to_string()
+}

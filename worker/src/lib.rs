@@ -1,0 +1,187 @@
+//! The worker: consumes [`RunJob`](tocsin_proto::v1::RunJob)s from RUNS, claims each run
+//! (bumping its fencing epoch), executes the playbook in a supervised runner process
+//! (CPython embedded through pyo3, one asyncio loop per process, many runs at once), journals
+//! every action the playbook calls, records the outcome and only then acks.
+//!
+//! The worker never runs tenant Python in its own process: `python/` is the runner side and
+//! is only entered through [`runner_main`] in a child process.
+#![deny(unsafe_code)]
+
+pub mod bundles;
+mod config;
+pub mod deploy;
+mod execute;
+pub mod pool;
+mod python;
+
+use std::sync::Arc;
+
+use async_nats::jetstream::{self, consumer::pull};
+use futures::StreamExt;
+use tocsin_core::Shutdown;
+use tocsin_proto::subjects;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+pub use config::{Config, WorkerSection};
+pub use python::runner_main;
+
+use crate::execute::Executor;
+use crate::pool::{RunnerPool, RunnerSpec};
+
+/// The worker could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// NATS connection or stream setup failed.
+    #[error(transparent)]
+    Nats(#[from] tocsin_core::nats::NatsSetupError),
+    /// The durable consumer could not be created or read.
+    #[error("failed to consume {stream}")]
+    Consumer {
+        /// Stream name.
+        stream: &'static str,
+        /// Cause.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The database could not be reached.
+    #[error("failed to connect to postgres")]
+    Store(#[from] tocsin_store::StoreError),
+    /// The runner program could not be determined.
+    #[error("failed to locate the runner program")]
+    RunnerProgram(#[source] std::io::Error),
+    /// No runner process became ready.
+    #[error("runner processes did not start")]
+    Runners(#[from] pool::PoolError),
+}
+
+/// How this worker starts runner processes, from its config.
+pub fn runner_spec(section: &WorkerSection) -> Result<RunnerSpec, WorkerError> {
+    let program = match &section.runner_program {
+        Some(p) => p.clone(),
+        None => std::env::current_exe().map_err(WorkerError::RunnerProgram)?,
+    };
+    Ok(RunnerSpec {
+        program,
+        args: section.runner_args.clone(),
+        sdk_path: section.sdk_path.clone(),
+        start_timeout: section.runner_start_timeout,
+    })
+}
+
+/// Runs the worker until `shutdown` is cancelled, then drains: stops pulling, lets
+/// in-flight runs finish within the grace period, hands the rest back (nak) for
+/// redelivery, stops the runners, drains NATS and closes the pool.
+pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), WorkerError> {
+    let nats = tocsin_core::nats::connect(&config.nats, "tocsin-worker").await?;
+    let js = tocsin_core::nats::jetstream(nats.clone(), &config.nats);
+    tocsin_core::nats::ensure_streams_with_retry(&js, &config.nats, config.nats.connect_timeout)
+        .await?;
+    let store = tocsin_store::Store::connect(&config.postgres).await?;
+    let section = &config.worker;
+    let pool = RunnerPool::start(runner_spec(section)?, section.runners);
+    if let Err(error) = pool.wait_ready(section.runner_start_timeout).await {
+        pool.shutdown(config.shutdown.grace).await;
+        return Err(error.into());
+    }
+    let hand_back = CancellationToken::new();
+    let exec = Arc::new(Executor {
+        store: store.clone(),
+        pool: pool.clone(),
+        bundle_root: section.bundle_dir.clone(),
+        ack_wait: section.ack_wait,
+        hard_deadline_margin: section.hard_deadline_margin,
+        hand_back: hand_back.clone(),
+    });
+    let result = consume(&config, &js, exec, &shutdown, &hand_back).await;
+    pool.shutdown(config.shutdown.grace).await;
+    if tokio::time::timeout(config.shutdown.grace, nats.drain())
+        .await
+        .is_err()
+    {
+        tracing::warn!("nats drain did not finish within the grace period");
+    }
+    store.close().await;
+    tracing::info!("worker stopped");
+    result
+}
+
+async fn consume(
+    config: &Config,
+    js: &jetstream::Context,
+    exec: Arc<Executor>,
+    shutdown: &Shutdown,
+    hand_back: &CancellationToken,
+) -> Result<(), WorkerError> {
+    let section = &config.worker;
+    let consumer_err = |e: Box<dyn std::error::Error + Send + Sync>| WorkerError::Consumer {
+        stream: subjects::RUNS_STREAM,
+        source: e,
+    };
+    let capacity = section.runners * section.runs_per_runner;
+    let stream = js
+        .get_stream(subjects::RUNS_STREAM)
+        .await
+        .map_err(|e| consumer_err(Box::new(e)))?;
+    let consumer = stream
+        .get_or_create_consumer(
+            &section.consumer,
+            pull::Config {
+                durable_name: Some(section.consumer.clone()),
+                filter_subject: section.filter_subject.clone(),
+                ack_policy: jetstream::consumer::AckPolicy::Explicit,
+                ack_wait: section.ack_wait,
+                max_ack_pending: i64::try_from(capacity).unwrap_or(i64::MAX),
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|e| consumer_err(Box::new(e)))?;
+    let mut messages = consumer
+        .stream()
+        .max_messages_per_batch(capacity.min(256))
+        .messages()
+        .await
+        .map_err(|e| consumer_err(Box::new(e)))?;
+    let limit = Arc::new(Semaphore::new(capacity));
+    let tasks = shutdown.child();
+    tracing::info!(capacity, runners = section.runners, "worker consuming runs");
+    loop {
+        let permit = tokio::select! {
+            () = shutdown.cancelled() => break,
+            permit = limit.clone().acquire_owned() => match permit {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+        };
+        let message = tokio::select! {
+            () = shutdown.cancelled() => break,
+            next = messages.next() => next,
+        };
+        match message {
+            Some(Ok(message)) => {
+                let exec = exec.clone();
+                tasks.spawn("run", async move {
+                    execute::handle_message(&exec, message).await;
+                    drop(permit);
+                });
+            }
+            Some(Err(error)) => tracing::warn!(%error, "run consumer error"),
+            None => {
+                tracing::warn!("run consumer stream ended");
+                break;
+            }
+        }
+    }
+    // Stop pulling: dropping the stream stops fetching. Messages buffered but not handed
+    // out are redelivered after ack_wait.
+    drop(messages);
+    if !tasks.wait_tasks(config.shutdown.grace).await {
+        hand_back.cancel();
+        tracing::info!("grace period over; handing in-flight runs back");
+        if !tasks.wait_tasks(config.shutdown.grace).await {
+            tracing::warn!("some runs did not hand back in time; they will be redelivered after ack_wait");
+        }
+    }
+    Ok(())
+}
