@@ -94,7 +94,9 @@ pub struct Server {
 
 impl std::fmt::Debug for Server {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Server").field("addr", &self.addr).finish_non_exhaustive()
+        f.debug_struct("Server")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
     }
 }
 
@@ -172,7 +174,8 @@ fn store_problem(error: &StoreError) -> Problem {
 }
 
 fn parse_id(id: &str, what: &str) -> Result<Uuid, Problem> {
-    Uuid::parse_str(id).map_err(|_| Problem::new(StatusCode::BAD_REQUEST, format!("{what} id must be a UUID")))
+    Uuid::parse_str(id)
+        .map_err(|_| Problem::new(StatusCode::BAD_REQUEST, format!("{what} id must be a UUID")))
 }
 
 async fn get_alert(
@@ -182,7 +185,11 @@ async fn get_alert(
 ) -> Result<Response, Problem> {
     let tenant = tenant_of(&state.0, &headers).await?;
     let id = parse_id(&id, "alert")?;
-    let alert = state.0.alert_view(&tenant, id).await.map_err(|e| store_problem(&e))?;
+    let alert = state
+        .0
+        .alert_view(&tenant, id)
+        .await
+        .map_err(|e| store_problem(&e))?;
     Ok(json_response(StatusCode::OK, &json!(alert)))
 }
 
@@ -193,7 +200,11 @@ async fn get_run(
 ) -> Result<Response, Problem> {
     let tenant = tenant_of(&state.0, &headers).await?;
     let id = parse_id(&id, "run")?;
-    let run = state.0.run_view(&tenant, id).await.map_err(|e| store_problem(&e))?;
+    let run = state
+        .0
+        .run_view(&tenant, id)
+        .await
+        .map_err(|e| store_problem(&e))?;
     Ok(json_response(StatusCode::OK, &json!(run)))
 }
 

@@ -47,7 +47,11 @@ async fn drive(dev: &Dev, body: Vec<u8>, timeout: Duration) -> anyhow::Result<()
         .await?;
     let ids: Vec<String> = posted["alert_ids"]
         .as_array()
-        .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect()
+        })
         .unwrap_or_default();
     println!("posted {} alerts to {}", ids.len(), dev.env.ingest_url);
     let unique: BTreeSet<&String> = ids.iter().collect();
@@ -75,7 +79,10 @@ async fn drive(dev: &Dev, body: Vec<u8>, timeout: Duration) -> anyhow::Result<()
                 break;
             };
             let runs = alert["runs"].as_array().cloned().unwrap_or_default();
-            if runs.iter().any(|r| matches!(r["status"].as_str(), Some("queued" | "running"))) {
+            if runs
+                .iter()
+                .any(|r| matches!(r["status"].as_str(), Some("queued" | "running")))
+            {
                 settled = false;
             }
             rows.push(alert);
@@ -90,7 +97,10 @@ async fn drive(dev: &Dev, body: Vec<u8>, timeout: Duration) -> anyhow::Result<()
     };
 
     println!();
-    println!("{:<38} {:<14} {:<9} {:<4} {:<38} {:<20} {:<10}", "ALERT", "SOURCE", "SEVERITY", "DUPS", "CASE", "PLAYBOOK", "RUN");
+    println!(
+        "{:<38} {:<14} {:<9} {:<4} {:<38} {:<20} {:<10}",
+        "ALERT", "SOURCE", "SEVERITY", "DUPS", "CASE", "PLAYBOOK", "RUN"
+    );
     let mut failed = 0;
     for alert in &rows {
         let runs = alert["runs"].as_array().cloned().unwrap_or_default();
@@ -110,7 +120,11 @@ async fn drive(dev: &Dev, body: Vec<u8>, timeout: Duration) -> anyhow::Result<()
             if status == "failed" {
                 failed += 1;
             }
-            println!("{base} {:<20} {:<10}", run["playbook"].as_str().unwrap_or("?"), status);
+            println!(
+                "{base} {:<20} {:<10}",
+                run["playbook"].as_str().unwrap_or("?"),
+                status
+            );
         }
     }
     println!();
@@ -123,7 +137,11 @@ async fn drive(dev: &Dev, body: Vec<u8>, timeout: Duration) -> anyhow::Result<()
                     println!(
                         "run {id} {}: {} {}",
                         detail["playbook"].as_str().unwrap_or("?"),
-                        if error.is_empty() { result } else { format!("error: {error}") },
+                        if error.is_empty() {
+                            result
+                        } else {
+                            format!("error: {error}")
+                        },
                         format!("({} steps)", detail["steps"].as_array().map_or(0, Vec::len)),
                     );
                 }

@@ -125,7 +125,9 @@ impl Dev {
             }
             Err(_) => {
                 let binary = tocsin_devstack::find_nats_server(
-                    std::env::var_os("TOCSIN_NATS_SERVER").map(PathBuf::from).as_deref(),
+                    std::env::var_os("TOCSIN_NATS_SERVER")
+                        .map(PathBuf::from)
+                        .as_deref(),
                 )?;
                 let port = saved.nats_port.filter(|p| port_free(*p));
                 let server = NatsServer::start(&binary, &data_dir.join("nats"), port)
@@ -158,9 +160,13 @@ impl Dev {
         let store = Store::connect(&config.postgres)
             .await
             .context("failed to connect to postgres")?;
-        store.migrate().await.context("failed to migrate the database")?;
+        store
+            .migrate()
+            .await
+            .context("failed to migrate the database")?;
         store.ensure_tenant(DEV_TENANT, "Default tenant").await?;
-        let ingest_key = reuse_or_create_key(&store, KeyKind::Ingest, saved.ingest_key.take()).await?;
+        let ingest_key =
+            reuse_or_create_key(&store, KeyKind::Ingest, saved.ingest_key.take()).await?;
         let api_key = reuse_or_create_key(&store, KeyKind::Api, saved.api_key.take()).await?;
         saved.ingest_key = Some(ingest_key.clone());
         saved.api_key = Some(api_key.clone());
@@ -173,9 +179,14 @@ impl Dev {
             }
         }
         config.worker.bundle_dir = data_dir.join("bundles");
-        let deployed =
-            deploy_playbooks(&store, &config.worker, DEV_TENANT, &options.playbooks, "tocsin dev")
-                .await?;
+        let deployed = deploy_playbooks(
+            &store,
+            &config.worker,
+            DEV_TENANT,
+            &options.playbooks,
+            "tocsin dev",
+        )
+        .await?;
         tracing::info!(hash = %deployed.hash, playbooks = deployed.playbooks.len(), "playbooks deployed");
         store.close().await;
 

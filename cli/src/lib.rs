@@ -171,7 +171,10 @@ pub fn main(cli: Cli) -> ExitCode {
         // No tokio runtime here: the runner's main thread belongs to the Python event loop.
         return tocsin_worker::runner_main();
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(error) => {
             eprintln!("error: failed to start the async runtime: {error}");
@@ -200,7 +203,10 @@ where
 }
 
 /// Loads and inits telemetry for a service command, or handles --dump/--check-config.
-fn service_config<T>(args: &ServiceArgs, telemetry: impl Fn(&T) -> &TelemetryConfig) -> anyhow::Result<Option<T>>
+fn service_config<T>(
+    args: &ServiceArgs,
+    telemetry: impl Fn(&T) -> &TelemetryConfig,
+) -> anyhow::Result<Option<T>>
 where
     T: Serialize + DeserializeOwned + Default + Validate,
 {
@@ -236,22 +242,30 @@ where
 async fn dispatch(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Runner => Ok(()),
-        Command::Ingest(args) => match service_config::<tocsin_ingest::Config>(&args, |c| &c.telemetry)? {
-            Some(config) => serve(|s| tocsin_ingest::run(config, s)).await,
-            None => Ok(()),
-        },
-        Command::Scheduler(args) => match service_config::<tocsin_scheduler::Config>(&args, |c| &c.telemetry)? {
-            Some(config) => serve(|s| tocsin_scheduler::run(config, s)).await,
-            None => Ok(()),
-        },
-        Command::Worker(args) => match service_config::<tocsin_worker::Config>(&args, |c| &c.telemetry)? {
-            Some(config) => serve(|s| tocsin_worker::run(config, s)).await,
-            None => Ok(()),
-        },
-        Command::Api(args) => match service_config::<tocsin_api::Config>(&args, |c| &c.telemetry)? {
-            Some(config) => serve(|s| tocsin_api::run(config, s)).await,
-            None => Ok(()),
-        },
+        Command::Ingest(args) => {
+            match service_config::<tocsin_ingest::Config>(&args, |c| &c.telemetry)? {
+                Some(config) => serve(|s| tocsin_ingest::run(config, s)).await,
+                None => Ok(()),
+            }
+        }
+        Command::Scheduler(args) => {
+            match service_config::<tocsin_scheduler::Config>(&args, |c| &c.telemetry)? {
+                Some(config) => serve(|s| tocsin_scheduler::run(config, s)).await,
+                None => Ok(()),
+            }
+        }
+        Command::Worker(args) => {
+            match service_config::<tocsin_worker::Config>(&args, |c| &c.telemetry)? {
+                Some(config) => serve(|s| tocsin_worker::run(config, s)).await,
+                None => Ok(()),
+            }
+        }
+        Command::Api(args) => {
+            match service_config::<tocsin_api::Config>(&args, |c| &c.telemetry)? {
+                Some(config) => serve(|s| tocsin_api::run(config, s)).await,
+                None => Ok(()),
+            }
+        }
         Command::Migrate(args) => {
             let config: StackConfig = load(&args)?;
             let _guard = tocsin_core::telemetry::init(&config.telemetry, "tocsin");
@@ -268,10 +282,18 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             if worker.sdk_path.is_none() && args.dir.join("sdk/tocsin").is_dir() {
                 worker.sdk_path = Some(std::path::absolute(args.dir.join("sdk"))?);
             }
-            let deployed = stack::deploy_playbooks(&store, &worker, &args.tenant, &args.dir, "tocsin deploy").await?;
-            println!("deployed bundle {} ({} files) for tenant {}", deployed.hash, deployed.files, args.tenant);
+            let deployed =
+                stack::deploy_playbooks(&store, &worker, &args.tenant, &args.dir, "tocsin deploy")
+                    .await?;
+            println!(
+                "deployed bundle {} ({} files) for tenant {}",
+                deployed.hash, deployed.files, args.tenant
+            );
             for p in &deployed.playbooks {
-                println!("  {:<28} trigger={:<7} priority={:<6} {}:{}", p.name, p.trigger, p.priority, p.file, p.line);
+                println!(
+                    "  {:<28} trigger={:<7} priority={:<6} {}:{}",
+                    p.name, p.trigger, p.priority, p.file, p.line
+                );
             }
             Ok(())
         }
@@ -281,14 +303,28 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             }
             let config: StackConfig = load(&config)?;
             let store = connect(&config).await?;
-            let created = store.ensure_tenant(&id, name.as_deref().unwrap_or(&id)).await?;
-            println!("tenant {id} {}", if created { "created" } else { "already exists" });
+            let created = store
+                .ensure_tenant(&id, name.as_deref().unwrap_or(&id))
+                .await?;
+            println!(
+                "tenant {id} {}",
+                if created { "created" } else { "already exists" }
+            );
             Ok(())
         }
-        Command::Key(KeyCommand::Create { config, tenant, kind, name }) => {
+        Command::Key(KeyCommand::Create {
+            config,
+            tenant,
+            kind,
+            name,
+        }) => {
             let config: StackConfig = load(&config)?;
             let store = connect(&config).await?;
-            let kind = if kind == "api" { KeyKind::Api } else { KeyKind::Ingest };
+            let kind = if kind == "api" {
+                KeyKind::Api
+            } else {
+                KeyKind::Ingest
+            };
             let key = store
                 .create_key(&tenant, kind, &name)
                 .await
@@ -321,24 +357,37 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
                 ingest_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
                 api_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             };
-            demo::demo(config, &options, &args.alerts, Duration::from_secs(args.timeout)).await
+            demo::demo(
+                config,
+                &options,
+                &args.alerts,
+                Duration::from_secs(args.timeout),
+            )
+            .await
         }
     }
 }
 
 async fn connect(config: &StackConfig) -> anyhow::Result<Store> {
-    Store::connect(&config.postgres)
-        .await
-        .context("failed to connect to postgres (set TOCSIN_DATABASE_URL, or source .tocsin/dev.env)")
+    Store::connect(&config.postgres).await.context(
+        "failed to connect to postgres (set TOCSIN_DATABASE_URL, or source .tocsin/dev.env)",
+    )
 }
 
 async fn run_dev(config: StackConfig, options: &DevOptions) -> anyhow::Result<()> {
     let shutdown = Shutdown::new();
     let mut dev = Dev::start(config, options, &shutdown).await?;
     println!("tocsin dev is running");
-    println!("  ingest  {}   (key in {}/dev.env)", dev.env.ingest_url, options.data_dir.display());
+    println!(
+        "  ingest  {}   (key in {}/dev.env)",
+        dev.env.ingest_url,
+        options.data_dir.display()
+    );
     println!("  api     {}", dev.env.api_url);
-    println!("  source {} to use the stack from another shell; Ctrl-C stops everything", Path::new(&options.data_dir).join("dev.env").display());
+    println!(
+        "  source {} to use the stack from another shell; Ctrl-C stops everything",
+        Path::new(&options.data_dir).join("dev.env").display()
+    );
     tokio::select! {
         () = tocsin_core::shutdown::signal() => {}
         (name, result) = dev.stack.first_exit() => {

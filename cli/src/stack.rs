@@ -118,7 +118,10 @@ impl Stack {
         let api_addr = api.local_addr();
         let mut services: Vec<(&'static str, JoinHandle<anyhow::Result<()>>)> = Vec::new();
         let s = shutdown.clone();
-        services.push(("ingest", tokio::spawn(async move { Ok(ingest.serve(s).await?) })));
+        services.push((
+            "ingest",
+            tokio::spawn(async move { Ok(ingest.serve(s).await?) }),
+        ));
         let s = shutdown.clone();
         services.push(("api", tokio::spawn(async move { Ok(api.serve(s).await?) })));
         let (cfg, s) = (config.scheduler(), shutdown.clone());
@@ -170,7 +173,11 @@ impl Stack {
                 Err(e) => Err(anyhow::anyhow!("service task panicked: {e}")),
             };
             if let Err(error) = result {
-                tracing::error!(service = name, error = format!("{error:#}"), "service failed");
+                tracing::error!(
+                    service = name,
+                    error = format!("{error:#}"),
+                    "service failed"
+                );
                 first_error.get_or_insert(error.context(format!("{name} failed")));
             }
         }

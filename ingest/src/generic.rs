@@ -87,12 +87,11 @@ fn split_body(body: &[u8]) -> Result<Vec<(usize, Map<String, Value>)>, Normalize
         if trimmed.is_empty() {
             continue;
         }
-        let value = serde_json::from_slice::<Value>(trimmed).map_err(|e| {
-            NormalizeError::Malformed {
+        let value =
+            serde_json::from_slice::<Value>(trimmed).map_err(|e| NormalizeError::Malformed {
                 line: line_no,
                 message: e.to_string(),
-            }
-        })?;
+            })?;
         out.push(as_object(line_no, value)?);
     }
     Ok(out)
@@ -149,9 +148,11 @@ fn take_string(
 ) -> Result<Option<String>, NormalizeError> {
     match map.remove(field) {
         None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) if s.chars().count() > max => {
-            Err(field_err(line, field, format!("longer than {max} characters")))
-        }
+        Some(Value::String(s)) if s.chars().count() > max => Err(field_err(
+            line,
+            field,
+            format!("longer than {max} characters"),
+        )),
         Some(Value::String(s)) => Ok(Some(s)),
         Some(_) => Err(field_err(line, field, "must be a string")),
     }
@@ -215,13 +216,18 @@ fn normalize(line: usize, mut map: Map<String, Value>) -> Result<v1::Alert, Norm
         None => 0,
         Some(text) => {
             let at = OffsetDateTime::parse(text.trim(), &Rfc3339).map_err(|e| {
-                field_err(line, "occurred_at", format!("not an RFC 3339 timestamp: {e}"))
+                field_err(
+                    line,
+                    "occurred_at",
+                    format!("not an RFC 3339 timestamp: {e}"),
+                )
             })?;
             i64::try_from(at.unix_timestamp_nanos() / 1_000_000)
                 .map_err(|_| field_err(line, "occurred_at", "out of range"))?
         }
     };
-    let description = take_string(&mut map, line, "description", MAX_DESCRIPTION)?.unwrap_or_default();
+    let description =
+        take_string(&mut map, line, "description", MAX_DESCRIPTION)?.unwrap_or_default();
     let observables = parse_observables(line, map.remove("observables"))?;
     let tags = parse_tags(line, map.remove("tags"))?;
     // Ids and tenants are assigned by ingest, never taken from the payload.
@@ -244,7 +250,10 @@ fn normalize(line: usize, mut map: Map<String, Value>) -> Result<v1::Alert, Norm
     })
 }
 
-fn parse_observables(line: usize, value: Option<Value>) -> Result<Vec<v1::Observable>, NormalizeError> {
+fn parse_observables(
+    line: usize,
+    value: Option<Value>,
+) -> Result<Vec<v1::Observable>, NormalizeError> {
     let items = match value {
         None | Some(Value::Null) => return Ok(Vec::new()),
         Some(Value::Array(items)) => items,
@@ -268,7 +277,10 @@ fn parse_observables(line: usize, value: Option<Value>) -> Result<Vec<v1::Observ
             return Err(field_err(
                 line,
                 "observables",
-                format!("unknown type {kind:?}; expected one of {}", OBSERVABLE_TYPES.join(", ")),
+                format!(
+                    "unknown type {kind:?}; expected one of {}",
+                    OBSERVABLE_TYPES.join(", ")
+                ),
             ));
         }
         let value = value.trim().to_owned();
@@ -280,7 +292,10 @@ fn parse_observables(line: usize, value: Option<Value>) -> Result<Vec<v1::Observ
             ));
         }
         if !out.iter().any(|o| o.r#type == kind && o.value == value) {
-            out.push(v1::Observable { r#type: kind, value });
+            out.push(v1::Observable {
+                r#type: kind,
+                value,
+            });
         }
     }
     Ok(out)
@@ -303,7 +318,9 @@ fn parse_tags(line: usize, value: Option<Value>) -> Result<Vec<String>, Normaliz
                         return Err(field_err(
                             line,
                             "tags",
-                            format!("each tag must be a non-empty string of at most {MAX_TAG} bytes"),
+                            format!(
+                                "each tag must be a non-empty string of at most {MAX_TAG} bytes"
+                            ),
                         ));
                     }
                 }
@@ -351,16 +368,24 @@ mod tests {
         assert_eq!(a.severity(), v1::Severity::Critical);
         assert_eq!(a.source, "generic");
         assert!(a.source_ref.starts_with("sha256:"));
-        assert_eq!(a.source_ref, b.source_ref, "key order must not change the hash");
+        assert_eq!(
+            a.source_ref, b.source_ref,
+            "key order must not change the hash"
+        );
         let c = one(r#"{"title":"t2","severity":9.5}"#).unwrap();
         assert_ne!(a.source_ref, c.source_ref);
     }
 
     #[test]
     fn rejects_bad_fields_with_the_line_number() {
-        let body = "{\"title\":\"a\",\"severity\":\"low\"}\n\n{\"title\":\"b\",\"severity\":\"bad\"}\n";
+        let body =
+            "{\"title\":\"a\",\"severity\":\"low\"}\n\n{\"title\":\"b\",\"severity\":\"bad\"}\n";
         match parse_generic_body(body.as_bytes(), 10) {
-            Err(BodyError::Invalid(NormalizeError::Field { line: 3, field: "severity", .. })) => {}
+            Err(BodyError::Invalid(NormalizeError::Field {
+                line: 3,
+                field: "severity",
+                ..
+            })) => {}
             other => panic!("unexpected {other:?}"),
         }
         let body = "{\"title\":\"a\",\"severity\":\"low\"}\n{not json\n";
@@ -372,13 +397,21 @@ mod tests {
             (r#"{"severity":"low"}"#, "title"),
             (r#"{"title":"t"}"#, "severity"),
             (r#"{"title":"t","severity":11}"#, "severity"),
-            (r#"{"title":"t","severity":"low","occurred_at":"yesterday"}"#, "occurred_at"),
-            (r#"{"title":"t","severity":"low","observables":[{"type":"car","value":"x"}]}"#, "observables"),
+            (
+                r#"{"title":"t","severity":"low","occurred_at":"yesterday"}"#,
+                "occurred_at",
+            ),
+            (
+                r#"{"title":"t","severity":"low","observables":[{"type":"car","value":"x"}]}"#,
+                "observables",
+            ),
             (r#"{"title":"t","severity":"low","source":"a b"}"#, "source"),
             (r#"{"title":"t","severity":"low","tags":"x"}"#, "tags"),
         ] {
             match one(body) {
-                Err(BodyError::Invalid(NormalizeError::Field { field: f, .. })) => assert_eq!(f, field, "{body}"),
+                Err(BodyError::Invalid(NormalizeError::Field { field: f, .. })) => {
+                    assert_eq!(f, field, "{body}")
+                }
                 other => panic!("{body}: unexpected {other:?}"),
             }
         }
@@ -388,7 +421,10 @@ mod tests {
         );
         assert!(matches!(
             parse_generic_body(b"[1]", 10),
-            Err(BodyError::Invalid(NormalizeError::Malformed { line: 1, .. }))
+            Err(BodyError::Invalid(NormalizeError::Malformed {
+                line: 1,
+                ..
+            }))
         ));
     }
 

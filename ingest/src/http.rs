@@ -9,8 +9,8 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
 use axum::routing::{get, post};
 use serde_json::json;
-use tocsin_http::{Problem, bearer, json_response};
 use time::OffsetDateTime;
+use tocsin_http::{Problem, bearer, json_response};
 use tocsin_proto::types;
 use uuid::Uuid;
 
@@ -70,7 +70,9 @@ async fn post_alerts(
 ) -> Result<Response, Problem> {
     let state = &state.0;
     let Some(key) = bearer(&headers) else {
-        return Err(Problem::unauthorized("missing ingest key: send Authorization: Bearer <ingest key>"));
+        return Err(Problem::unauthorized(
+            "missing ingest key: send Authorization: Bearer <ingest key>",
+        ));
     };
     let tenant = match state.keys.resolve(key).await {
         Ok(Some(tenant)) => tenant,
@@ -103,8 +105,9 @@ async fn post_alerts(
             ..Problem::new(StatusCode::BAD_REQUEST, inner.to_string())
         },
     })?;
-    let received_at_ms = i64::try_from(OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000)
-        .unwrap_or(i64::MAX);
+    let received_at_ms =
+        i64::try_from(OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000)
+            .unwrap_or(i64::MAX);
     let mut ids = Vec::with_capacity(alerts.len());
     for alert in &mut alerts {
         let id = types::alert_id(&tenant, &alert.source, &alert.source_ref);
@@ -122,12 +125,14 @@ async fn post_alerts(
         ));
     }
     tracing::debug!(%tenant, count = ids.len(), "alerts accepted");
-    Ok(json_response(StatusCode::ACCEPTED, &json!({ "alert_ids": ids })))
+    Ok(json_response(
+        StatusCode::ACCEPTED,
+        &json!({ "alert_ids": ids }),
+    ))
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {
-    let nats_ok =
-        state.0.nats.connection_state() == async_nats::connection::State::Connected;
+    let nats_ok = state.0.nats.connection_state() == async_nats::connection::State::Connected;
     let pg_ok = state.0.store.ping().await.is_ok();
     let status = if nats_ok && pg_ok {
         StatusCode::OK

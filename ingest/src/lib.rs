@@ -98,7 +98,10 @@ impl Server {
             .await
             .map_err(|source| IngestError::Serve { addr, source })?;
         let grace = self.config.shutdown.grace;
-        if tokio::time::timeout(grace, self.nats.drain()).await.is_err() {
+        if tokio::time::timeout(grace, self.nats.drain())
+            .await
+            .is_err()
+        {
             tracing::warn!("nats drain did not finish within the grace period");
         }
         self.store.close().await;

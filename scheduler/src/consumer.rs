@@ -124,7 +124,9 @@ pub(crate) async fn consume(
     }
     // Stop intake, then let in-flight alerts finish (each acks or naks itself).
     if !tasks.wait_tasks(config.shutdown.grace).await {
-        tracing::warn!("in-flight alerts did not finish within the grace period; they will be redelivered");
+        tracing::warn!(
+            "in-flight alerts did not finish within the grace period; they will be redelivered"
+        );
     }
     Ok(())
 }
@@ -136,7 +138,9 @@ async fn handle_message(ctx: &Ctx, message: jetstream::Message) {
         Err(error) => {
             let class = error.class();
             match class {
-                ErrorClass::Permanent => tracing::error!(%error, "alert dropped: cannot be processed"),
+                ErrorClass::Permanent => {
+                    tracing::error!(%error, "alert dropped: cannot be processed")
+                }
                 _ => tracing::warn!(%error, ?class, "alert will be retried"),
             }
             class.ack_kind()
@@ -177,7 +181,10 @@ async fn handle_alert(ctx: &Ctx, payload: &[u8]) -> Result<(), HandleError> {
             Vec::new()
         }
         AlertOutcome::Redelivered { runs } => {
-            tracing::debug!(runs = runs.len(), "alert redelivered; republishing queued runs");
+            tracing::debug!(
+                runs = runs.len(),
+                "alert redelivered; republishing queued runs"
+            );
             runs
         }
     };

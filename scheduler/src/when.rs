@@ -152,16 +152,20 @@ fn eval(cond: &Cond, path: &[String], field: Option<&Value>) -> bool {
     let is_severity = path.len() == 1 && path[0] == "severity";
     match cond {
         Cond::Exists(want) => field.is_some() == *want,
-        Cond::Ne(expected) => !field.is_some_and(|f| any_elem(f, |v| equal(v, expected, is_severity))),
+        Cond::Ne(expected) => {
+            !field.is_some_and(|f| any_elem(f, |v| equal(v, expected, is_severity)))
+        }
         Cond::Contains(needle) => field.is_some_and(|f| match f {
             Value::Array(items) => items.iter().any(|v| equal(v, needle, is_severity)),
             Value::String(s) => needle.as_str().is_some_and(|n| s.contains(n)),
             _ => false,
         }),
-        Cond::Eq(expected) => field.is_some_and(|f| any_elem(f, |v| equal(v, expected, is_severity))),
-        Cond::In(options) => field.is_some_and(|f| {
-            any_elem(f, |v| options.iter().any(|o| equal(v, o, is_severity)))
-        }),
+        Cond::Eq(expected) => {
+            field.is_some_and(|f| any_elem(f, |v| equal(v, expected, is_severity)))
+        }
+        Cond::In(options) => {
+            field.is_some_and(|f| any_elem(f, |v| options.iter().any(|o| equal(v, o, is_severity))))
+        }
         Cond::Cmp(dir, or_equal, bound) => field.is_some_and(|f| {
             any_elem(f, |v| match compare(v, bound, is_severity) {
                 Some(Ordering::Equal) => *or_equal,
@@ -230,7 +234,8 @@ pub fn alert_view(alert: &tocsin_store::alerts::NewAlert) -> Value {
     let mut observables = serde_json::Map::new();
     if let Value::Array(items) = &alert.observables {
         for item in items {
-            if let (Some(Value::String(kind)), Some(value)) = (item.get("type"), item.get("value")) {
+            if let (Some(Value::String(kind)), Some(value)) = (item.get("type"), item.get("value"))
+            {
                 let entry = observables
                     .entry(kind.clone())
                     .or_insert_with(|| Value::Array(Vec::new()));
@@ -284,15 +289,22 @@ mod tests {
         assert!(!check(json!({"severity": {"gt": "high"}})));
         assert!(check(json!({"severity": {"lt": "critical"}})));
         assert!(check(json!({"severity": "HIGH"})));
-        assert!(check(json!({"source": "wazuh", "severity": {"gte": "high"}})));
-        assert!(!check(json!({"source": "wazuh", "severity": {"gte": "critical"}})));
+        assert!(check(
+            json!({"source": "wazuh", "severity": {"gte": "high"}})
+        ));
+        assert!(!check(
+            json!({"source": "wazuh", "severity": {"gte": "critical"}})
+        ));
     }
 
     #[test]
     fn raw_paths_lists_regex_exists_and_any() {
         assert!(check(json!({"raw.rule.level": {"gte": 10}})));
         assert!(!check(json!({"raw.rule.level": {"gt": 12}})));
-        assert!(check(json!({"raw.rule.id": {"gte": 5000}})), "numeric strings compare as numbers");
+        assert!(
+            check(json!({"raw.rule.id": {"gte": 5000}})),
+            "numeric strings compare as numbers"
+        );
         assert!(check(json!({"raw.rule.level": 12})));
         assert!(check(json!({"tags": {"contains": "ssh"}})));
         assert!(check(json!({"tags": "auth"})));
@@ -303,8 +315,12 @@ mod tests {
         assert!(!check(json!({"raw.user": {"exists": true}})));
         assert!(check(json!({"raw.user": {"ne": "root"}})));
         assert!(!check(json!({"source": {"ne": "wazuh"}})));
-        assert!(check(json!({"any": [{"source": "x"}, {"severity": "high"}]})));
-        assert!(!check(json!({"any": [{"source": "x"}, {"severity": "low"}]})));
+        assert!(check(
+            json!({"any": [{"source": "x"}, {"severity": "high"}]})
+        ));
+        assert!(!check(
+            json!({"any": [{"source": "x"}, {"severity": "low"}]})
+        ));
     }
 
     #[test]

@@ -48,7 +48,9 @@ pub fn write_bundle(dir: &Path, files: &BTreeMap<String, String>) -> Result<(), 
     std::fs::create_dir_all(parent).map_err(io(parent))?;
     let tmp = parent.join(format!(
         ".tmp-{}-{}",
-        dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+        dir.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
         uuid::Uuid::new_v4()
     ));
     for (path, content) in files {

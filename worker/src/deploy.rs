@@ -89,23 +89,32 @@ pub fn collect_files(dir: &Path) -> Result<BTreeMap<String, String>, DeployError
                 let path = entry.path();
                 let rel = path
                     .strip_prefix(dir)
-                    .map_err(|_| DeployError::Invalid(format!("{} escapes the bundle", path.display())))?
+                    .map_err(|_| {
+                        DeployError::Invalid(format!("{} escapes the bundle", path.display()))
+                    })?
                     .to_string_lossy()
                     .replace(std::path::MAIN_SEPARATOR, "/");
                 if !is_safe_bundle_path(&rel) {
-                    return Err(DeployError::Invalid(format!("{rel}: unsupported file name")));
+                    return Err(DeployError::Invalid(format!(
+                        "{rel}: unsupported file name"
+                    )));
                 }
                 let size = entry.metadata().map_err(read)?.len();
                 if size > MAX_FILE_BYTES {
-                    return Err(DeployError::Invalid(format!("{rel}: larger than {MAX_FILE_BYTES} bytes")));
+                    return Err(DeployError::Invalid(format!(
+                        "{rel}: larger than {MAX_FILE_BYTES} bytes"
+                    )));
                 }
-                let content = std::fs::read_to_string(&path).map_err(|source| DeployError::Read {
-                    path: path.clone(),
-                    source,
-                })?;
+                let content =
+                    std::fs::read_to_string(&path).map_err(|source| DeployError::Read {
+                        path: path.clone(),
+                        source,
+                    })?;
                 files.insert(rel, content);
                 if files.len() > MAX_FILES {
-                    return Err(DeployError::Invalid(format!("more than {MAX_FILES} modules")));
+                    return Err(DeployError::Invalid(format!(
+                        "more than {MAX_FILES} modules"
+                    )));
                 }
             }
         }
@@ -138,7 +147,10 @@ pub async fn deploy_dir(
         tokio::task::spawn_blocking(move || write_bundle(&bundle_dir, &files)).await
     };
     let inspected = match written {
-        Ok(Ok(())) => pool.inspect(&bundle_dir, &hash, Duration::from_secs(60)).await,
+        Ok(Ok(())) => {
+            pool.inspect(&bundle_dir, &hash, Duration::from_secs(60))
+                .await
+        }
         Ok(Err(e)) => {
             let _ = std::fs::remove_dir_all(&scratch);
             return Err(e.into());
@@ -153,10 +165,9 @@ pub async fn deploy_dir(
     if let Some(error) = inspected.error {
         return Err(DeployError::Load(error));
     }
-    let playbooks: Vec<PlaybookMeta> = serde_json::from_str(
-        inspected.playbooks_json.as_deref().unwrap_or("[]"),
-    )
-    .map_err(|e| DeployError::Load(format!("unexpected playbook metadata: {e}")))?;
+    let playbooks: Vec<PlaybookMeta> =
+        serde_json::from_str(inspected.playbooks_json.as_deref().unwrap_or("[]"))
+            .map_err(|e| DeployError::Load(format!("unexpected playbook metadata: {e}")))?;
     store.save_bundle(tenant, &hash, &files, &playbooks).await?;
     store.deploy_bundle(tenant, &hash, deployed_by).await?;
     tracing::info!(%tenant, %hash, playbooks = playbooks.len(), "bundle deployed");

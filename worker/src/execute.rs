@@ -8,7 +8,9 @@ use async_nats::jetstream::{self, AckKind};
 use prost::Message;
 use tocsin_core::ErrorClass;
 use tocsin_proto::types::RunStatus;
-use tocsin_proto::v1::{self, runner_event::Event, runner_request::Request, step_decision::Decision};
+use tocsin_proto::v1::{
+    self, runner_event::Event, runner_request::Request, step_decision::Decision,
+};
 use tocsin_store::runs::{Claim, ClaimedRun, RunOutcome, StepDecision, StepIntent, StepOutcome};
 use tocsin_store::{Store, StoreError};
 use tokio_util::sync::CancellationToken;
@@ -101,7 +103,11 @@ async fn handle(exec: &Executor, message: &jetstream::Message) -> Result<Settle,
     span.record("run_id", tracing::field::display(run_id));
     span.record("tenant", job.tenant.as_str());
     span.record("playbook", job.playbook.as_str());
-    let run = match exec.store.claim_run(&job.tenant, run_id, exec.ack_wait).await {
+    let run = match exec
+        .store
+        .claim_run(&job.tenant, run_id, exec.ack_wait)
+        .await
+    {
         Ok(Claim::Claimed(run)) => run,
         Ok(Claim::Finished(status)) => {
             tracing::debug!(%status, "run already finished; dropping duplicate job");
@@ -138,7 +144,10 @@ async fn execute(
     {
         Ok(p) => p,
         Err(StoreError::NotFound { .. }) => {
-            let error = format!("playbook {:?} is not in bundle {}", run.playbook, run.bundle_hash);
+            let error = format!(
+                "playbook {:?} is not in bundle {}",
+                run.playbook, run.bundle_hash
+            );
             return finish(exec, run, RunStatus::Failed, None, Some(&error), None).await;
         }
         Err(e) => return Err(e.into()),
@@ -147,8 +156,13 @@ async fn execute(
         Some(alert_id) => sdk_alert_json(&exec.store.alert_view(&run.tenant_id, alert_id).await?),
         None => "null".to_owned(),
     };
-    let bundle_dir =
-        ensure_bundle(&exec.store, &exec.bundle_root, &run.tenant_id, &run.bundle_hash).await?;
+    let bundle_dir = ensure_bundle(
+        &exec.store,
+        &exec.bundle_root,
+        &run.tenant_id,
+        &run.bundle_hash,
+    )
+    .await?;
     let mut handle = exec
         .pool
         .start_run(v1::StartRun {
@@ -238,7 +252,10 @@ async fn on_event(
                 })
                 .await?;
             let Ok(decision) = decision else {
-                tracing::warn!(seq, "run claimed by another worker; abandoning this execution");
+                tracing::warn!(
+                    seq,
+                    "run claimed by another worker; abandoning this execution"
+                );
                 handle.cancel().await;
                 return Ok(Some(Settle::Leave));
             };
@@ -265,10 +282,9 @@ async fn on_event(
             Ok(None)
         }
         Event::StepResult(result) => {
-            let result_value = result
-                .result_json
-                .as_deref()
-                .map(|r| serde_json::from_str(r).unwrap_or(serde_json::Value::String(r.to_owned())));
+            let result_value = result.result_json.as_deref().map(|r| {
+                serde_json::from_str(r).unwrap_or(serde_json::Value::String(r.to_owned()))
+            });
             let outcome = exec
                 .store
                 .record_step_outcome(&StepOutcome {
@@ -286,7 +302,10 @@ async fn on_event(
                 })
                 .await?;
             if outcome.is_err() {
-                tracing::warn!(seq = result.seq, "run claimed by another worker; abandoning this execution");
+                tracing::warn!(
+                    seq = result.seq,
+                    "run claimed by another worker; abandoning this execution"
+                );
                 handle.cancel().await;
                 return Ok(Some(Settle::Leave));
             }
@@ -307,20 +326,45 @@ async fn on_event(
             Ok(None)
         }
         Event::RunFinished(done) => {
-            let status = done.status.parse::<RunStatus>().unwrap_or(RunStatus::Failed);
-            let status = if status.is_terminal() { status } else { RunStatus::Failed };
-            let result = match done.result_json.as_deref().map(serde_json::from_str::<serde_json::Value>) {
+            let status = done
+                .status
+                .parse::<RunStatus>()
+                .unwrap_or(RunStatus::Failed);
+            let status = if status.is_terminal() {
+                status
+            } else {
+                RunStatus::Failed
+            };
+            let result = match done
+                .result_json
+                .as_deref()
+                .map(serde_json::from_str::<serde_json::Value>)
+            {
                 None => None,
                 Some(Ok(v)) => Some(v),
                 Some(Err(_)) => {
-                    return finish(exec, run, RunStatus::Failed, None, Some("run result is not valid JSON"), None)
-                        .await
-                        .map(Some);
+                    return finish(
+                        exec,
+                        run,
+                        RunStatus::Failed,
+                        None,
+                        Some("run result is not valid JSON"),
+                        None,
+                    )
+                    .await
+                    .map(Some);
                 }
             };
-            finish(exec, run, status, result, done.error.as_deref(), done.traceback.as_deref())
-                .await
-                .map(Some)
+            finish(
+                exec,
+                run,
+                status,
+                result,
+                done.error.as_deref(),
+                done.traceback.as_deref(),
+            )
+            .await
+            .map(Some)
         }
         Event::InspectResult(_) | Event::Ready(_) => Ok(None),
     }

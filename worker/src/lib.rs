@@ -180,7 +180,9 @@ async fn consume(
         hand_back.cancel();
         tracing::info!("grace period over; handing in-flight runs back");
         if !tasks.wait_tasks(config.shutdown.grace).await {
-            tracing::warn!("some runs did not hand back in time; they will be redelivered after ack_wait");
+            tracing::warn!(
+                "some runs did not hand back in time; they will be redelivered after ack_wait"
+            );
         }
     }
     Ok(())

@@ -73,7 +73,9 @@ impl Slot {
     fn state(&self) -> MutexGuard<'_, SlotState> {
         // A poisoned lock means a panic while holding it; the state is plain data and
         // remains usable.
-        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -254,7 +256,10 @@ impl RunnerPool {
         timeout: Duration,
     ) -> Result<v1::InspectResult, PoolError> {
         let (slot, requests) = self.pick().await?;
-        let request_id = format!("inspect-{}", self.next_request.fetch_add(1, Ordering::Relaxed));
+        let request_id = format!(
+            "inspect-{}",
+            self.next_request.fetch_add(1, Ordering::Relaxed)
+        );
         let (tx, rx) = oneshot::channel();
         slot.state().inspects.insert(request_id.clone(), tx);
         requests
@@ -279,7 +284,11 @@ impl RunnerPool {
     /// Stops every runner: asks each to shut down, kills those still alive after `grace`.
     pub async fn shutdown(&self, grace: Duration) {
         self.lifecycle.cancel();
-        if !self.lifecycle.wait_tasks(grace + Duration::from_secs(1)).await {
+        if !self
+            .lifecycle
+            .wait_tasks(grace + Duration::from_secs(1))
+            .await
+        {
             tracing::warn!("runner supervisors did not stop in time");
         }
     }
@@ -376,7 +385,11 @@ async fn drive_runner(
     let writer = lifecycle.spawn("runner-stdin", async move {
         let mut sink = FramedWrite::new(stdin, codec());
         while let Some(request) = req_rx.recv().await {
-            if sink.send(bytes::Bytes::from(request.encode_to_vec())).await.is_err() {
+            if sink
+                .send(bytes::Bytes::from(request.encode_to_vec()))
+                .await
+                .is_err()
+            {
                 break;
             }
         }

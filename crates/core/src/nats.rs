@@ -83,7 +83,10 @@ pub async fn ensure_streams(
         duplicate_window: config.duplicate_window,
         ..Default::default()
     };
-    for (name, cfg) in [(subjects::ALERTS_STREAM, alerts), (subjects::RUNS_STREAM, runs)] {
+    for (name, cfg) in [
+        (subjects::ALERTS_STREAM, alerts),
+        (subjects::RUNS_STREAM, runs),
+    ] {
         ensure_stream(js, name, cfg).await?;
     }
     Ok(())
@@ -100,7 +103,9 @@ async fn ensure_stream(
     };
     match js.get_stream(name).await {
         Ok(_) => {
-            js.update_stream(&cfg).await.map_err(|e| wrap(Box::new(e)))?;
+            js.update_stream(&cfg)
+                .await
+                .map_err(|e| wrap(Box::new(e)))?;
         }
         Err(e) => match e.kind() {
             jetstream::context::GetStreamErrorKind::JetStream(inner)

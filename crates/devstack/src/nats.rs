@@ -3,8 +3,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::process::{Supervised, free_port, port_open};
 use crate::DevStackError;
+use crate::process::{Supervised, free_port, port_open};
 
 /// Oldest server release Tocsin supports (the Debian package is older).
 const MIN_VERSION: (u32, u32) = (2, 10);
@@ -109,10 +109,17 @@ pub fn find_nats_server(explicit: Option<&Path>) -> Result<PathBuf, DevStackErro
         return Ok(path.to_owned());
     }
     let mut candidates: Vec<PathBuf> = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).map(|d| d.join("nats-server")).collect())
+        .map(|p| {
+            std::env::split_paths(&p)
+                .map(|d| d.join("nats-server"))
+                .collect()
+        })
         .unwrap_or_default();
     if let Ok(out) = std::process::Command::new("python3")
-        .args(["-c", "import sysconfig; print(sysconfig.get_path('scripts'))"])
+        .args([
+            "-c",
+            "import sysconfig; print(sysconfig.get_path('scripts'))",
+        ])
         .output()
     {
         let dir = String::from_utf8_lossy(&out.stdout).trim().to_owned();
@@ -131,7 +138,10 @@ pub fn find_nats_server(explicit: Option<&Path>) -> Result<PathBuf, DevStackErro
 }
 
 fn version_of(binary: &Path) -> Option<(u32, u32)> {
-    let out = std::process::Command::new(binary).arg("--version").output().ok()?;
+    let out = std::process::Command::new(binary)
+        .arg("--version")
+        .output()
+        .ok()?;
     parse_version(&String::from_utf8_lossy(&out.stdout))
 }
 

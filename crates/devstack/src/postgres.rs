@@ -6,11 +6,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rand::RngCore;
-use sqlx::{ConnectOptions, Connection};
 use sqlx::postgres::PgConnectOptions;
+use sqlx::{ConnectOptions, Connection};
 
-use crate::process::{Supervised, free_port};
 use crate::DevStackError;
+use crate::process::{Supervised, free_port};
 
 const SUPERUSER: &str = "tocsin";
 
@@ -42,7 +42,10 @@ impl PgCluster {
             init_cluster(&bindir, dir, &data_dir, &password_file, owner).await?;
         }
         let password = std::fs::read_to_string(&password_file)
-            .map_err(DevStackError::io(format!("read {}", password_file.display())))?
+            .map_err(DevStackError::io(format!(
+                "read {}",
+                password_file.display()
+            )))?
             .trim()
             .to_owned();
         remove_stale_pid_file(&data_dir);
@@ -63,7 +66,11 @@ impl PgCluster {
             "max_connections=200".to_owned(),
         ];
         if !durable {
-            for setting in ["fsync=off", "synchronous_commit=off", "full_page_writes=off"] {
+            for setting in [
+                "fsync=off",
+                "synchronous_commit=off",
+                "full_page_writes=off",
+            ] {
                 args.push("-c".to_owned());
                 args.push(setting.to_owned());
             }
@@ -73,7 +80,8 @@ impl PgCluster {
             // The supervisor runs as postgres and must be able to append to the log.
             touch_owned(&log, uid, gid)?;
         }
-        let process = Supervised::spawn(&bindir.join("postgres"), &args, "INT", &log, owner).await?;
+        let process =
+            Supervised::spawn(&bindir.join("postgres"), &args, "INT", &log, owner).await?;
         let mut cluster = Self {
             process,
             data_dir,
@@ -175,8 +183,10 @@ async fn init_cluster(
     let mut bytes = [0u8; 24];
     rand::rngs::OsRng.fill_bytes(&mut bytes);
     let password = hex::encode(bytes);
-    std::fs::write(password_file, &password)
-        .map_err(DevStackError::io(format!("write {}", password_file.display())))?;
+    std::fs::write(password_file, &password).map_err(DevStackError::io(format!(
+        "write {}",
+        password_file.display()
+    )))?;
     std::fs::set_permissions(password_file, std::fs::Permissions::from_mode(0o600))
         .map_err(DevStackError::io("restrict password file"))?;
     if let Some((uid, gid)) = owner {
@@ -281,7 +291,8 @@ pub fn find_pg_bindir() -> Result<PathBuf, DevStackError> {
     }
     std::env::var_os("PATH")
         .and_then(|p| {
-            std::env::split_paths(&p).find(|d| d.join("initdb").is_file() && d.join("postgres").is_file())
+            std::env::split_paths(&p)
+                .find(|d| d.join("initdb").is_file() && d.join("postgres").is_file())
         })
         .ok_or(DevStackError::NotFound {
             program: "postgres",

@@ -15,7 +15,7 @@ use crate::DevStackError;
 /// non-interactive shell get /dev/null as stdin, so the watcher reads our pipe through fd 3.
 const SUPERVISOR: &str = r#"sig="$1"; shift
 exec 3<&0
-"$@" </dev/null 3<&- &
+"$@" </dev/null >&2 3<&- &
 child=$!
 echo "$child"
 ( while read -r _ <&3; do :; done; kill -s "$sig" "$child" 2>/dev/null ) &
@@ -33,7 +33,8 @@ pub(crate) struct Supervised {
 }
 
 impl Supervised {
-    /// Starts `program args...`, with stdout and stderr appended to `log`.
+    /// Starts `program args...`, with its stdout and stderr appended to `log` (our pipe from
+    /// the supervisor carries only the pid, so nothing of the server depends on us reading).
     pub(crate) async fn spawn(
         program: &Path,
         args: &[String],
@@ -46,9 +47,6 @@ impl Supervised {
             .append(true)
             .open(log)
             .map_err(DevStackError::io(format!("open {}", log.display())))?;
-        let log_err = log_file
-            .try_clone()
-            .map_err(DevStackError::io("clone log handle"))?;
         let mut cmd = Command::new("sh");
         cmd.arg("-c")
             .arg(SUPERVISOR)
@@ -58,7 +56,7 @@ impl Supervised {
             .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(log_err)
+            .stderr(log_file)
             .kill_on_drop(true);
         if let Some((uid, gid)) = uid_gid {
             cmd.uid(uid).gid(gid);
@@ -83,14 +81,6 @@ impl Supervised {
             action: "read server pid".to_owned(),
             source: std::io::Error::other(format!("unexpected supervisor output {pid_line:?}")),
         })?;
-        // The server's own stdout goes to the log from here on.
-        tokio::spawn(async move {
-            use tokio::io::AsyncWriteExt;
-            let mut log = tokio::fs::File::from_std(log_file);
-            while let Ok(Some(line)) = lines.next_line().await {
-                let _ = log.write_all(format!("{line}\n").as_bytes()).await;
-            }
-        });
         Ok(Self {
             stdin: child.stdin.take(),
             child,
@@ -106,7 +96,10 @@ impl Supervised {
     /// Stops the server with its stop signal and waits up to `grace`; kills it after that.
     pub(crate) async fn stop(&mut self, grace: Duration) {
         drop(self.stdin.take());
-        if tokio::time::timeout(grace, self.child.wait()).await.is_err() {
+        if tokio::time::timeout(grace, self.child.wait())
+            .await
+            .is_err()
+        {
             self.kill().await;
         }
     }

@@ -109,13 +109,20 @@ impl Store {
     }
 
     /// Makes a saved bundle the tenant's active one.
-    pub async fn deploy_bundle(&self, tenant: &str, hash: &str, by: &str) -> Result<(), StoreError> {
-        sqlx::query("INSERT INTO deployments (tenant_id, bundle_hash, deployed_by) VALUES ($1, $2, $3)")
-            .bind(tenant)
-            .bind(hash)
-            .bind(by)
-            .execute(self.pool())
-            .await?;
+    pub async fn deploy_bundle(
+        &self,
+        tenant: &str,
+        hash: &str,
+        by: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO deployments (tenant_id, bundle_hash, deployed_by) VALUES ($1, $2, $3)",
+        )
+        .bind(tenant)
+        .bind(hash)
+        .bind(by)
+        .execute(self.pool())
+        .await?;
         Ok(())
     }
 
@@ -166,13 +173,12 @@ impl Store {
         tenant: &str,
         hash: &str,
     ) -> Result<BTreeMap<String, String>, StoreError> {
-        let files: Option<Json<BTreeMap<String, String>>> = sqlx::query_scalar(
-            "SELECT files FROM bundles WHERE tenant_id = $1 AND hash = $2",
-        )
-        .bind(tenant)
-        .bind(hash)
-        .fetch_optional(self.pool())
-        .await?;
+        let files: Option<Json<BTreeMap<String, String>>> =
+            sqlx::query_scalar("SELECT files FROM bundles WHERE tenant_id = $1 AND hash = $2")
+                .bind(tenant)
+                .bind(hash)
+                .fetch_optional(self.pool())
+                .await?;
         files
             .map(|Json(f)| f)
             .ok_or(StoreError::NotFound { entity: "bundle" })
@@ -226,7 +232,16 @@ mod tests {
     #[test]
     fn bundle_paths_must_stay_inside_the_bundle() {
         assert!(is_safe_bundle_path("examples/triage.py"));
-        for bad in ["", "/etc/x.py", "../x.py", "a/../x.py", "a//x.py", "x.txt", "a\\x.py", "./x.py"] {
+        for bad in [
+            "",
+            "/etc/x.py",
+            "../x.py",
+            "a/../x.py",
+            "a//x.py",
+            "x.txt",
+            "a\\x.py",
+            "./x.py",
+        ] {
             assert!(!is_safe_bundle_path(bad), "{bad}");
         }
     }

@@ -83,7 +83,11 @@ impl Store {
 
     /// Resolves a presented key to its tenant, or `None` when the key is malformed, unknown,
     /// revoked, or of another kind.
-    pub async fn resolve_key(&self, kind: KeyKind, key: &str) -> Result<Option<String>, StoreError> {
+    pub async fn resolve_key(
+        &self,
+        kind: KeyKind,
+        key: &str,
+    ) -> Result<Option<String>, StoreError> {
         let Some(prefix) = lookup_prefix(kind, key) else {
             return Ok(None);
         };
@@ -114,6 +118,9 @@ mod tests {
         );
         assert_eq!(lookup_prefix(KeyKind::Ingest, &key), None);
         assert_eq!(lookup_prefix(KeyKind::Api, "tsk_api_short"), None);
-        assert_eq!(lookup_prefix(KeyKind::Api, &format!("tsk_api_{}", "zz".repeat(32))), None);
+        assert_eq!(
+            lookup_prefix(KeyKind::Api, &format!("tsk_api_{}", "zz".repeat(32))),
+            None
+        );
     }
 }

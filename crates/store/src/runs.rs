@@ -175,9 +175,9 @@ impl Store {
         .fetch_optional(self.pool())
         .await?;
         let (status, left) = row.ok_or(StoreError::NotFound { entity: "run" })?;
-        let status: RunStatus = status
-            .parse()
-            .map_err(|_| StoreError::Corrupt { what: "runs.status" })?;
+        let status: RunStatus = status.parse().map_err(|_| StoreError::Corrupt {
+            what: "runs.status",
+        })?;
         if status.is_terminal() {
             return Ok(Claim::Finished(status));
         }
@@ -205,7 +205,11 @@ impl Store {
         .execute(self.pool())
         .await?
         .rows_affected();
-        Ok(if n == 1 { Ok(()) } else { Err(Fenced { run_id, epoch }) })
+        Ok(if n == 1 {
+            Ok(())
+        } else {
+            Err(Fenced { run_id, epoch })
+        })
     }
 
     /// Hands a claimed run back (its runner died or the worker is shutting down) so the
@@ -245,15 +249,21 @@ impl Store {
                 epoch: step.epoch,
             }));
         }
-        let existing: Option<(String, String, String, Option<Json<serde_json::Value>>, Option<String>, serde_json::Value)> =
-            sqlx::query_as(
-                "SELECT action, args_hash, state, result, error, args FROM run_steps
+        let existing: Option<(
+            String,
+            String,
+            String,
+            Option<Json<serde_json::Value>>,
+            Option<String>,
+            serde_json::Value,
+        )> = sqlx::query_as(
+            "SELECT action, args_hash, state, result, error, args FROM run_steps
                  WHERE run_id = $1 AND seq = $2",
-            )
-            .bind(step.run_id)
-            .bind(step.seq)
-            .fetch_optional(&mut *tx)
-            .await?;
+        )
+        .bind(step.run_id)
+        .bind(step.seq)
+        .fetch_optional(&mut *tx)
+        .await?;
         let decision = match existing {
             None => {
                 sqlx::query(
@@ -286,7 +296,9 @@ impl Store {
                 } else {
                     match state.as_str() {
                         "succeeded" => StepDecision::Replay {
-                            result: Some(result.map(|Json(v)| v).unwrap_or(serde_json::Value::Null)),
+                            result: Some(
+                                result.map(|Json(v)| v).unwrap_or(serde_json::Value::Null),
+                            ),
                             error: None,
                         },
                         "failed" => StepDecision::Replay {
@@ -335,7 +347,11 @@ impl Store {
         &self,
         step: &StepOutcome<'_>,
     ) -> Result<Result<(), Fenced>, StoreError> {
-        let state = if step.error.is_none() { "succeeded" } else { "failed" };
+        let state = if step.error.is_none() {
+            "succeeded"
+        } else {
+            "failed"
+        };
         let n = sqlx::query(
             "UPDATE run_steps SET state = $4, result = $5, error = $6, attempts = $7,
                     duration_ms = $8, finished_at = now()
@@ -411,10 +427,12 @@ impl Store {
                 epoch: outcome.epoch,
             }));
         }
-        sqlx::query("UPDATE run_steps SET state = 'uncertain' WHERE run_id = $1 AND state = 'intent'")
-            .bind(outcome.run_id)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "UPDATE run_steps SET state = 'uncertain' WHERE run_id = $1 AND state = 'intent'",
+        )
+        .bind(outcome.run_id)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(Ok(()))
     }

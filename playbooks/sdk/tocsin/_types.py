@@ -1,6 +1,6 @@
 """Core data types handed to playbooks: :class:`Alert`, :class:`Observable`,
-plus the control-flow exceptions :class:`Skip`, :class:`RunAborted` and
-:class:`ActionFailed`.
+:class:`Observables`, plus the control-flow exceptions :class:`Skip`,
+:class:`RunAborted` and :class:`ActionFailed`.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ __all__ = [
     "SEVERITIES",
     "OBSERVABLE_TYPES",
     "Observable",
+    "Observables",
     "Alert",
     "Skip",
     "RunAborted",
@@ -27,7 +28,8 @@ __all__ = [
 SEVERITIES: tuple[str, ...] = ("info", "low", "medium", "high", "critical")
 
 #: Observable types understood by the platform. Other types are carried
-#: through unchanged but have no convenience property on :class:`Alert`.
+#: through unchanged but have no convenience property on :class:`Observables`
+#: (use :meth:`Observables.of`).
 OBSERVABLE_TYPES: tuple[str, ...] = ("ip", "domain", "url", "hash", "email", "user", "host")
 
 # Keys of the alert dict that map onto Alert attributes. Anything else found
@@ -145,6 +147,83 @@ class Observable:
         return {"type": self.type, "value": self.value}
 
 
+class Observables(tuple):
+    """The observables of an alert: an immutable tuple of :class:`Observable`
+    with per-type accessors.
+
+    It behaves like a plain tuple (iteration, ``len``, indexing, slicing,
+    comparison with tuples) and adds::
+
+        alert.observables.ips          # ("192.0.2.10", ...)
+        alert.observables.of("file")   # any type, known or not
+
+    Accessors return the values of that type, de-duplicated, in order.
+    Items are coerced with :meth:`Observable.coerce`, so the constructor
+    accepts ``Observable`` objects, ``{"type", "value"}`` mappings and
+    ``(type, value)`` pairs.
+    """
+
+    __slots__ = ()
+
+    def __new__(cls, items: Iterable[Any] = ()) -> "Observables":
+        if isinstance(items, Observables):
+            return items if cls is type(items) else super().__new__(cls, items)
+        if items is None:
+            items = ()
+        if isinstance(items, (str, bytes, Mapping)) or not isinstance(items, Iterable):
+            raise ValueError("alert field 'observables': expected a list of {type, value} objects")
+        return super().__new__(cls, (Observable.coerce(o) for o in items))
+
+    def __repr__(self) -> str:
+        return f"Observables({tuple.__repr__(self)})"
+
+    def __getitem__(self, index):  # type: ignore[override]
+        result = tuple.__getitem__(self, index)
+        # Slices stay typed collections; integer indexing returns an Observable.
+        return Observables(result) if isinstance(index, slice) else result
+
+    def __getnewargs__(self) -> tuple[tuple[Observable, ...]]:
+        return (tuple(self),)
+
+    def of(self, type: str) -> tuple[str, ...]:
+        """Values of all observables of ``type`` (case-insensitive;
+        de-duplicated, in order)."""
+        wanted = type.strip().lower()
+        return _unique(o.value for o in self if o.type == wanted)
+
+    def to_list(self) -> list[dict[str, str]]:
+        """The JSON form: a list of ``{"type": ..., "value": ...}``."""
+        return [o.to_dict() for o in self]
+
+    @property
+    def ips(self) -> tuple[str, ...]:
+        return self.of("ip")
+
+    @property
+    def domains(self) -> tuple[str, ...]:
+        return self.of("domain")
+
+    @property
+    def urls(self) -> tuple[str, ...]:
+        return self.of("url")
+
+    @property
+    def hashes(self) -> tuple[str, ...]:
+        return self.of("hash")
+
+    @property
+    def emails(self) -> tuple[str, ...]:
+        return self.of("email")
+
+    @property
+    def users(self) -> tuple[str, ...]:
+        return self.of("user")
+
+    @property
+    def hosts(self) -> tuple[str, ...]:
+        return self.of("host")
+
+
 def _parse_timestamp(value: object, key: str) -> datetime | None:
     """Parse an RFC 3339 timestamp (or Unix seconds) into an aware datetime."""
     if value is None or value == "":
@@ -209,7 +288,7 @@ class Alert:
     received_at: datetime | None = None
     tags: tuple[str, ...] = ()
     raw: dict[str, Any] = field(default_factory=dict, hash=False)
-    observables: tuple[Observable, ...] = ()
+    observables: Observables = Observables()
 
     def __post_init__(self) -> None:
         for key in ("id", "tenant", "source", "source_ref", "title", "description"):
@@ -231,10 +310,7 @@ class Alert:
         if not isinstance(raw, Mapping):
             raise ValueError(f"alert field 'raw': expected an object, got {type(raw).__name__}")
         object.__setattr__(self, "raw", dict(raw))
-        observables = self.observables if self.observables is not None else ()
-        if isinstance(observables, (str, Mapping)) or not isinstance(observables, Iterable):
-            raise ValueError("alert field 'observables': expected a list of {type, value} objects")
-        object.__setattr__(self, "observables", tuple(Observable.coerce(o) for o in observables))
+        object.__setattr__(self, "observables", Observables(self.observables))
 
     # -- construction / serialisation -------------------------------------
 
@@ -288,7 +364,7 @@ class Alert:
             "occurred_at": _format_timestamp(self.occurred_at),
             "received_at": _format_timestamp(self.received_at),
             "tags": list(self.tags),
-            "observables": [o.to_dict() for o in self.observables],
+            "observables": self.observables.to_list(),
             "raw": dict(self.raw),
         }
 
@@ -304,7 +380,7 @@ class Alert:
         """Convenience constructor for tests.
 
         >>> alert = Alert.build(title="Port scan", observables=[("ip", "203.0.113.7")])
-        >>> alert.ips
+        >>> alert.observables.ips
         ('203.0.113.7',)
 
         Other attributes (``id``, ``tenant``, ``source_ref``, ``description``,
@@ -317,39 +393,45 @@ class Alert:
             raise TypeError(f"Alert.build() got unexpected field(s): {', '.join(sorted(unknown))}")
         fields.setdefault("id", f"test-{uuid.uuid4().hex[:12]}")
         fields.setdefault("tenant", "default")
-        return cls(title=title, severity=severity, source=source, observables=tuple(observables), **fields)
+        return cls(title=title, severity=severity, source=source, observables=Observables(observables), **fields)
 
-    # -- observables -------------------------------------------------------
+    # -- observables (shortcuts for ``alert.observables.<type>``) ------------
 
     def observables_of(self, type: str) -> tuple[str, ...]:
-        """Values of all observables of ``type`` (de-duplicated, in order)."""
-        wanted = type.strip().lower()
-        return _unique(o.value for o in self.observables if o.type == wanted)
+        """Same as ``alert.observables.of(type)``."""
+        return self.observables.of(type)
 
     @property
     def ips(self) -> tuple[str, ...]:
-        return self.observables_of("ip")
+        """Same as ``alert.observables.ips``."""
+        return self.observables.ips
 
     @property
     def domains(self) -> tuple[str, ...]:
-        return self.observables_of("domain")
+        """Same as ``alert.observables.domains``."""
+        return self.observables.domains
 
     @property
     def urls(self) -> tuple[str, ...]:
-        return self.observables_of("url")
+        """Same as ``alert.observables.urls``."""
+        return self.observables.urls
 
     @property
     def hashes(self) -> tuple[str, ...]:
-        return self.observables_of("hash")
+        """Same as ``alert.observables.hashes``."""
+        return self.observables.hashes
 
     @property
     def emails(self) -> tuple[str, ...]:
-        return self.observables_of("email")
+        """Same as ``alert.observables.emails``."""
+        return self.observables.emails
 
     @property
     def users(self) -> tuple[str, ...]:
-        return self.observables_of("user")
+        """Same as ``alert.observables.users``."""
+        return self.observables.users
 
     @property
     def hosts(self) -> tuple[str, ...]:
-        return self.observables_of("host")
+        """Same as ``alert.observables.hosts``."""
+        return self.observables.hosts

@@ -290,7 +290,7 @@ def _resolve(path: str, alert: Any) -> Any:
     elif root == "observables":
         if len(parts) < 2:
             return _MISSING
-        value = list(alert.observables_of(parts[1]))
+        value = list(alert.observables.of(parts[1]))
         if not value:
             return _MISSING
         rest = parts[2:]

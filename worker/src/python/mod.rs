@@ -17,7 +17,9 @@ use std::sync::{Arc, Mutex};
 use prost::Message;
 use pyo3::prelude::*;
 use pyo3::types::PyList;
-use tocsin_proto::v1::{self, runner_event::Event, runner_request::Request, step_decision::Decision};
+use tocsin_proto::v1::{
+    self, runner_event::Event, runner_request::Request, step_decision::Decision,
+};
 
 /// Largest frame accepted on the pipe, in either direction.
 pub const MAX_FRAME: usize = 64 * 1024 * 1024;
@@ -65,7 +67,10 @@ fn run() -> Result<(), String> {
         }
         let version: String = sys.getattr("version")?.extract()?;
         let prefix: String = sys.getattr("prefix")?.extract()?;
-        eprintln!("tocsin runner: python {} (prefix {prefix})", version.replace('\n', " "));
+        eprintln!(
+            "tocsin runner: python {} (prefix {prefix})",
+            version.replace('\n', " ")
+        );
         let _ = tx.send(v1::RunnerEvent {
             event: Some(Event::Ready(v1::Ready {
                 pid: std::process::id(),
@@ -178,7 +183,9 @@ fn read_requests(submit: Arc<Py<PyAny>>) {
     loop {
         let (kind, payload) = match read_frame(&mut stdin) {
             Ok(Some(frame)) => match v1::RunnerRequest::decode(frame.as_slice()) {
-                Ok(v1::RunnerRequest { request: Some(request) }) => to_dispatch(request),
+                Ok(v1::RunnerRequest {
+                    request: Some(request),
+                }) => to_dispatch(request),
                 Ok(_) => continue,
                 Err(e) => {
                     eprintln!("tocsin runner: undecodable request: {e}");
@@ -243,7 +250,9 @@ impl Host {
             .lock()
             .map_err(|_| pyo3::exceptions::PyRuntimeError::new_err("host state poisoned"))?;
         if *attached {
-            return Err(pyo3::exceptions::PyRuntimeError::new_err("host already attached"));
+            return Err(pyo3::exceptions::PyRuntimeError::new_err(
+                "host already attached",
+            ));
         }
         let submit = Arc::new(submit);
         std::thread::Builder::new()
@@ -372,7 +381,10 @@ mod tests {
         buf.extend_from_slice(&3u32.to_be_bytes());
         buf.extend_from_slice(b"abc");
         let mut cursor = std::io::Cursor::new(buf);
-        assert_eq!(read_frame(&mut cursor).unwrap().as_deref(), Some(&b"abc"[..]));
+        assert_eq!(
+            read_frame(&mut cursor).unwrap().as_deref(),
+            Some(&b"abc"[..])
+        );
         assert_eq!(read_frame(&mut cursor).unwrap(), None);
         let huge = u32::try_from(MAX_FRAME + 1).unwrap().to_be_bytes();
         assert!(read_frame(&mut std::io::Cursor::new(huge.to_vec())).is_err());
@@ -400,6 +412,9 @@ mod tests {
         assert_eq!(kind, "start_run");
         let v: serde_json::Value = serde_json::from_str(&payload).unwrap();
         assert_eq!(v["alert"]["title"], "t");
-        assert_eq!(to_dispatch(Request::Shutdown(v1::Shutdown {})).0, "shutdown");
+        assert_eq!(
+            to_dispatch(Request::Shutdown(v1::Shutdown {})).0,
+            "shutdown"
+        );
     }
 }
