@@ -130,21 +130,21 @@ async fn drive(dev: &Dev, body: Vec<u8>, timeout: Duration) -> anyhow::Result<()
     println!();
     for alert in &rows {
         for run in alert["runs"].as_array().into_iter().flatten() {
-            if let Some(id) = run["id"].as_str() {
-                if let Some(detail) = get(format!("/v1/runs/{id}")).await? {
-                    let result = detail["result"].to_string();
-                    let error = detail["error"].as_str().unwrap_or("");
-                    println!(
-                        "run {id} {}: {} {}",
-                        detail["playbook"].as_str().unwrap_or("?"),
-                        if error.is_empty() {
-                            result
-                        } else {
-                            format!("error: {error}")
-                        },
-                        format!("({} steps)", detail["steps"].as_array().map_or(0, Vec::len)),
-                    );
-                }
+            if let Some(id) = run["id"].as_str()
+                && let Some(detail) = get(format!("/v1/runs/{id}")).await?
+            {
+                let result = detail["result"].to_string();
+                let error = detail["error"].as_str().unwrap_or("");
+                let outcome = if error.is_empty() {
+                    result
+                } else {
+                    format!("error: {error}")
+                };
+                let steps = detail["steps"].as_array().map_or(0, Vec::len);
+                println!(
+                    "run {id} {}: {outcome} ({steps} steps)",
+                    detail["playbook"].as_str().unwrap_or("?"),
+                );
             }
         }
     }

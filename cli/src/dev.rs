@@ -95,6 +95,8 @@ fn claim_data_dir(data_dir: &Path) -> anyhow::Result<PathBuf> {
     }
     std::fs::write(&pid_file, std::process::id().to_string())
         .with_context(|| format!("failed to write {}", pid_file.display()))?;
+    // A dev.env left by a crashed run points at dead endpoints; it reappears when ready.
+    let _ = std::fs::remove_file(data_dir.join("dev.env"));
     Ok(pid_file)
 }
 
@@ -233,10 +235,10 @@ async fn reuse_or_create_key(
     kind: KeyKind,
     saved: Option<String>,
 ) -> anyhow::Result<String> {
-    if let Some(key) = saved {
-        if store.resolve_key(kind, &key).await?.as_deref() == Some(DEV_TENANT) {
-            return Ok(key);
-        }
+    if let Some(key) = saved
+        && store.resolve_key(kind, &key).await?.as_deref() == Some(DEV_TENANT)
+    {
+        return Ok(key);
     }
     Ok(store
         .create_key(DEV_TENANT, kind, &format!("dev {} key", kind.as_str()))

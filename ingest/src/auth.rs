@@ -11,13 +11,16 @@ use tocsin_store::{Store, StoreError};
 
 const MAX_ENTRIES: usize = 10_000;
 
+/// A resolution (the tenant, or `None` for an unknown key) and when it was made.
+type CachedKey = (Option<String>, Instant);
+
 /// Resolves ingest keys to tenants.
 #[derive(Debug)]
 pub(crate) struct KeyResolver {
     store: Store,
     ttl: Duration,
     // Keyed by SHA-256 of the key so the cache never holds key material.
-    cache: Mutex<HashMap<[u8; 32], (Option<String>, Instant)>>,
+    cache: Mutex<HashMap<[u8; 32], CachedKey>>,
 }
 
 impl KeyResolver {
@@ -32,12 +35,11 @@ impl KeyResolver {
     /// The tenant of `key`, or `None` when the key is not a valid ingest key.
     pub(crate) async fn resolve(&self, key: &str) -> Result<Option<String>, StoreError> {
         let digest: [u8; 32] = Sha256::digest(key.as_bytes()).into();
-        if let Ok(cache) = self.cache.lock() {
-            if let Some((tenant, at)) = cache.get(&digest) {
-                if at.elapsed() < self.ttl {
-                    return Ok(tenant.clone());
-                }
-            }
+        if let Ok(cache) = self.cache.lock()
+            && let Some((tenant, at)) = cache.get(&digest)
+            && at.elapsed() < self.ttl
+        {
+            return Ok(tenant.clone());
         }
         let tenant = self.store.resolve_key(KeyKind::Ingest, key).await?;
         if let Ok(mut cache) = self.cache.lock() {

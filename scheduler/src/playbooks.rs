@@ -42,12 +42,11 @@ impl PlaybookCache {
     }
 
     pub(crate) async fn get(&self, tenant: &str) -> Result<Arc<Deployed>, StoreError> {
-        if let Ok(entries) = self.entries.lock() {
-            if let Some((at, deployed)) = entries.get(tenant) {
-                if at.elapsed() < self.ttl {
-                    return Ok(deployed.clone());
-                }
-            }
+        if let Ok(entries) = self.entries.lock()
+            && let Some((at, deployed)) = entries.get(tenant)
+            && at.elapsed() < self.ttl
+        {
+            return Ok(deployed.clone());
         }
         let deployed = Arc::new(match self.store.active_bundle(tenant).await? {
             None => Deployed::default(),

@@ -199,10 +199,8 @@ fn as_number(v: &Value) -> Option<f64> {
 }
 
 fn equal(a: &Value, b: &Value, is_severity: bool) -> bool {
-    if is_severity {
-        if let (Some(x), Some(y)) = (severity(a), severity(b)) {
-            return x == y;
-        }
+    if is_severity && let (Some(x), Some(y)) = (severity(a), severity(b)) {
+        return x == y;
     }
     match (a, b) {
         (Value::Number(_), _) | (_, Value::Number(_)) => {

@@ -2,6 +2,8 @@
 //! and a private PostgreSQL cluster (one per test process, a fresh database per test), the
 //! same way `tocsin dev` starts them. Nothing is mocked.
 #![forbid(unsafe_code)]
+// A test harness: failing loudly is its job.
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::missing_panics_doc)]
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;

@@ -339,6 +339,9 @@ fn spawn_runner(spec: &RunnerSpec) -> std::io::Result<Child> {
         .stderr(Stdio::piped())
         .env("PYTHONUNBUFFERED", "1")
         .env("PYTHONDONTWRITEBYTECODE", "1")
+        // Own process group: a terminal's Ctrl-C goes to the worker, which drains and
+        // then stops its runners, rather than killing runs mid-flight.
+        .process_group(0)
         .kill_on_drop(true);
     if let Some(path) = &spec.sdk_path {
         cmd.env(SDK_PATH_ENV, path);

@@ -57,6 +57,9 @@ impl Supervised {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(log_file)
+            // Own process group: a Ctrl-C in the terminal reaches us, and we stop the
+            // servers in order, instead of the servers dying under in-flight work.
+            .process_group(0)
             .kill_on_drop(true);
         if let Some((uid, gid)) = uid_gid {
             cmd.uid(uid).gid(gid);

@@ -134,6 +134,17 @@ pub struct RunOutcome<'a> {
     pub traceback: Option<&'a str>,
 }
 
+/// A journal row as a replay compares it with a new intent.
+#[derive(Debug, FromRow)]
+struct JournaledStep {
+    action: String,
+    args_hash: String,
+    state: String,
+    result: Option<Json<serde_json::Value>>,
+    error: Option<String>,
+    args: serde_json::Value,
+}
+
 fn args_hash(args_json: &str) -> String {
     hex::encode(Sha256::digest(args_json.as_bytes()))
 }
@@ -249,14 +260,7 @@ impl Store {
                 epoch: step.epoch,
             }));
         }
-        let existing: Option<(
-            String,
-            String,
-            String,
-            Option<Json<serde_json::Value>>,
-            Option<String>,
-            serde_json::Value,
-        )> = sqlx::query_as(
+        let existing: Option<JournaledStep> = sqlx::query_as(
             "SELECT action, args_hash, state, result, error, args FROM run_steps
                  WHERE run_id = $1 AND seq = $2",
         )
@@ -283,7 +287,14 @@ impl Store {
                 .await?;
                 StepDecision::Execute
             }
-            Some((action, recorded_hash, state, result, error, recorded_args)) => {
+            Some(JournaledStep {
+                action,
+                args_hash: recorded_hash,
+                state,
+                result,
+                error,
+                args: recorded_args,
+            }) => {
                 if action != step.action || recorded_hash != hash {
                     StepDecision::Abort {
                         status: RunStatus::Failed,

@@ -1,0 +1,242 @@
+//! Pins `tocsin dev` as a process: it comes up with private NATS and PostgreSQL and writes
+//! dev.env, serves alerts end to end, stops cleanly on SIGTERM with its child processes,
+//! resumes on the same data dir with its state and keys, and recovers from being killed.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+const WAIT: Duration = Duration::from_secs(120);
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Kills `tocsin dev` if the test fails half-way, so no server outlives the test.
+struct DevProcess(Child);
+
+impl Drop for DevProcess {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+fn start_dev(data_dir: &Path, ports: (u16, u16)) -> DevProcess {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(data_dir.with_extension("log"))
+        .unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_tocsin"))
+        .arg("dev")
+        .arg("--data-dir")
+        .arg(data_dir)
+        .arg("--playbooks")
+        .arg(repo().join("playbooks"))
+        .args(["--ingest-addr", &format!("127.0.0.1:{}", ports.0)])
+        .args(["--api-addr", &format!("127.0.0.1:{}", ports.1)])
+        .env_remove("TOCSIN_NATS_URL")
+        .env_remove("TOCSIN_DATABASE_URL")
+        .env("TOCSIN_TELEMETRY__FILTER", "warn")
+        .env("TOCSIN_WORKER__RUNNERS", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    DevProcess(child)
+}
+
+/// Waits for a dev.env written by this start (a crashed run leaves a stale one behind,
+/// which `tocsin dev` removes as it starts).
+fn wait_env(data_dir: &Path, DevProcess(child): &mut DevProcess) -> HashMap<String, String> {
+    let file = data_dir.join("dev.env");
+    let start = Instant::now();
+    let spawned = std::time::SystemTime::now() - Duration::from_millis(10);
+    loop {
+        let fresh = std::fs::metadata(&file)
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t >= spawned);
+        if let (true, Ok(text)) = (fresh, std::fs::read_to_string(&file)) {
+            return text
+                .lines()
+                .filter_map(|l| l.strip_prefix("export "))
+                .filter_map(|l| l.split_once('='))
+                .map(|(k, v)| (k.to_owned(), v.trim_matches('\'').to_owned()))
+                .collect();
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "tocsin dev exited early; see {}",
+            data_dir.with_extension("log").display()
+        );
+        assert!(start.elapsed() < WAIT, "dev.env never appeared");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Pids of processes (other than tocsin itself) whose command line mentions `needle`.
+fn processes_mentioning(needle: &str) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_string_lossy().parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| {
+                    let c = String::from_utf8_lossy(&c).replace('\0', " ");
+                    c.contains(needle) && !c.starts_with(env!("CARGO_BIN_EXE_tocsin"))
+                })
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+fn signal(DevProcess(child): &DevProcess, sig: &str) {
+    let ok = Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+}
+
+fn wait_exit(DevProcess(child): &mut DevProcess) -> std::process::ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(start.elapsed() < WAIT, "tocsin dev did not exit");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn wait_gone(needle: &str) {
+    let start = Instant::now();
+    while !processes_mentioning(needle).is_empty() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "child processes outlived tocsin dev: {:?}",
+            processes_mentioning(needle)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn http() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
+fn settled_alert(env: &HashMap<String, String>, id: &str) -> Value {
+    let start = Instant::now();
+    loop {
+        let response = http()
+            .get(format!("{}/v1/alerts/{id}", env["TOCSIN_API_URL"]))
+            .bearer_auth(&env["TOCSIN_API_KEY"])
+            .send()
+            .unwrap();
+        if response.status() == 200 {
+            let alert: Value = response.json().unwrap();
+            let done = alert["runs"].as_array().is_some_and(|runs| {
+                !runs.is_empty()
+                    && runs
+                        .iter()
+                        .all(|r| !matches!(r["status"].as_str(), Some("queued" | "running")))
+            });
+            if done {
+                return alert;
+            }
+        }
+        assert!(start.elapsed() < WAIT, "alert {id} never settled");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn dev_serves_stops_cleanly_resumes_and_recovers_from_a_crash() {
+    let tmp = tempfile::tempdir().unwrap();
+    // PostgreSQL runs as the postgres user when we are root; it must reach the data dir.
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let data_dir = tmp.path().join("state");
+    let needle = data_dir.display().to_string();
+    let ports = (free_port(), free_port());
+
+    let mut dev = start_dev(&data_dir, ports);
+    let env = wait_env(&data_dir, &mut dev);
+    assert_eq!(
+        env["TOCSIN_INGEST_URL"],
+        format!("http://127.0.0.1:{}", ports.0)
+    );
+    assert!(env["TOCSIN_DATABASE_URL"].starts_with("postgres://"));
+    let mode = std::fs::metadata(data_dir.join("dev.env"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o077, 0, "dev.env holds keys and must be private");
+    assert!(
+        !processes_mentioning(&needle).is_empty(),
+        "private servers should run"
+    );
+
+    let alert = json!({"title": "Shellshock attempt", "severity": "high", "source": "wazuh",
+                       "source_ref": "dev-1", "observables": [{"type": "ip", "value": "198.51.100.7"}]});
+    let response = http()
+        .post(format!("{}/v1/alerts", env["TOCSIN_INGEST_URL"]))
+        .bearer_auth(&env["TOCSIN_INGEST_KEY"])
+        .body(alert.to_string())
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    let id = response.json::<Value>().unwrap()["alert_ids"][0]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let first = settled_alert(&env, &id);
+    assert_eq!(first["runs"][0]["status"], "succeeded", "{first:#}");
+
+    // SIGTERM: clean exit, children gone, dev.env removed.
+    signal(&dev, "-TERM");
+    assert!(wait_exit(&mut dev).success());
+    wait_gone(&needle);
+    assert!(!data_dir.join("dev.env").exists());
+
+    // Same data dir again: same keys, same state.
+    let mut dev = start_dev(&data_dir, ports);
+    let env2 = wait_env(&data_dir, &mut dev);
+    assert_eq!(env2["TOCSIN_INGEST_KEY"], env["TOCSIN_INGEST_KEY"]);
+    assert_eq!(env2["TOCSIN_API_KEY"], env["TOCSIN_API_KEY"]);
+    let again = settled_alert(&env2, &id);
+    assert_eq!(again["runs"], first["runs"]);
+
+    // A crash (SIGKILL) must not leave servers behind, nor block the next start.
+    signal(&dev, "-KILL");
+    wait_exit(&mut dev);
+    wait_gone(&needle);
+    let mut dev = start_dev(&data_dir, ports);
+    let env3 = wait_env(&data_dir, &mut dev);
+    let after_crash = settled_alert(&env3, &id);
+    assert_eq!(after_crash["id"], first["id"]);
+    signal(&dev, "-TERM");
+    assert!(wait_exit(&mut dev).success());
+    wait_gone(&needle);
+}
