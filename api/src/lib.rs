@@ -6,6 +6,9 @@
 //! |--------|------------------|--------|
 //! | GET    | `/v1/alerts/{id}`| the alert with its `case_id`, `duplicate_count` and `runs` |
 //! | GET    | `/v1/runs/{id}`  | status, playbook, result, error, traceback, steps, logs, timestamps |
+//! | POST   | `/v1/runs`       | start a playbook manually: `{"playbook", "alert_id"?, "input"?}` → 202 `{"run_id"}` |
+//! | GET    | `/v1/approvals`  | approvals, newest first; `?status=pending` |
+//! | POST   | `/v1/approvals/{id}` | `{"decision": "approve"\|"deny", "comment"?}` → the decided approval |
 //! | GET    | `/healthz`       | 200 while the process runs |
 //! | GET    | `/readyz`        | 200 when Postgres answers |
 #![forbid(unsafe_code)]
@@ -13,16 +16,19 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use axum::Json;
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use axum::routing::get;
+use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tocsin_core::Shutdown;
 use tocsin_core::config::{PostgresConfig, ShutdownConfig, TelemetryConfig, Validate};
 use tocsin_http::{Problem, bearer, json_response};
+use tocsin_store::approvals::DecideError;
 use tocsin_store::keys::KeyKind;
 use tocsin_store::{Store, StoreError};
 use uuid::Uuid;
@@ -145,21 +151,38 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), ApiError> {
 fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/alerts/{id}", get(get_alert))
+        .route("/v1/runs", post(start_run))
         .route("/v1/runs/{id}", get(get_run))
+        .route("/v1/approvals", get(list_approvals))
+        .route("/v1/approvals/{id}", post(decide_approval))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .with_state(state)
 }
 
-async fn tenant_of(store: &Store, headers: &HeaderMap) -> Result<String, Problem> {
+/// The caller: the tenant of the presented key and an actor label for audit fields.
+struct Caller {
+    tenant: String,
+    actor: String,
+}
+
+async fn caller(store: &Store, headers: &HeaderMap) -> Result<Caller, Problem> {
     let key = bearer(headers).ok_or_else(|| {
         Problem::unauthorized("missing API key: send Authorization: Bearer <api key>")
     })?;
     match store.resolve_key(KeyKind::Api, key).await {
-        Ok(Some(tenant)) => Ok(tenant),
+        Ok(Some(tenant)) => Ok(Caller {
+            tenant,
+            // The key's public lookup prefix identifies it without revealing it.
+            actor: format!("key:{}", key.chars().take(20).collect::<String>()),
+        }),
         Ok(None) => Err(Problem::unauthorized("invalid API key")),
         Err(error) => Err(store_problem(&error)),
     }
+}
+
+async fn tenant_of(store: &Store, headers: &HeaderMap) -> Result<String, Problem> {
+    caller(store, headers).await.map(|c| c.tenant)
 }
 
 fn store_problem(error: &StoreError) -> Problem {
@@ -206,6 +229,133 @@ async fn get_run(
         .await
         .map_err(|e| store_problem(&e))?;
     Ok(json_response(StatusCode::OK, &json!(run)))
+}
+
+fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, Problem> {
+    body.map(|Json(v)| v)
+        .map_err(|e| Problem::new(StatusCode::BAD_REQUEST, e.body_text()))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StartRun {
+    playbook: String,
+    alert_id: Option<Uuid>,
+    input: Option<serde_json::Value>,
+}
+
+async fn start_run(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Json<StartRun>, JsonRejection>,
+) -> Result<Response, Problem> {
+    let tenant = tenant_of(&state.0, &headers).await?;
+    let request = json_body(body)?;
+    if request.playbook.is_empty() || request.playbook.len() > 200 {
+        return Err(Problem::new(
+            StatusCode::BAD_REQUEST,
+            "playbook must be 1-200 characters",
+        ));
+    }
+    let run_id = state
+        .0
+        .start_manual_run(
+            &tenant,
+            &request.playbook,
+            request.alert_id,
+            request.input.as_ref(),
+        )
+        .await
+        .map_err(|e| store_problem(&e))?;
+    Ok(json_response(
+        StatusCode::ACCEPTED,
+        &json!({ "run_id": run_id }),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+struct ApprovalFilter {
+    status: Option<String>,
+    limit: Option<i64>,
+}
+
+async fn list_approvals(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(filter): Query<ApprovalFilter>,
+) -> Result<Response, Problem> {
+    let tenant = tenant_of(&state.0, &headers).await?;
+    if let Some(status) = filter.status.as_deref() {
+        if !matches!(status, "pending" | "approved" | "denied" | "timed_out") {
+            return Err(Problem::new(
+                StatusCode::BAD_REQUEST,
+                "status must be pending, approved, denied or timed_out",
+            ));
+        }
+    }
+    let limit = filter.limit.unwrap_or(100).clamp(1, 1000);
+    let approvals = state
+        .0
+        .list_approvals(&tenant, filter.status.as_deref(), limit)
+        .await
+        .map_err(|e| store_problem(&e))?;
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({ "approvals": approvals }),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Decision {
+    decision: String,
+    comment: Option<String>,
+}
+
+async fn decide_approval(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Result<Json<Decision>, JsonRejection>,
+) -> Result<Response, Problem> {
+    let caller = caller(&state.0, &headers).await?;
+    let id = parse_id(&id, "approval")?;
+    let decision = json_body(body)?;
+    let approve = match decision.decision.as_str() {
+        "approve" => true,
+        "deny" => false,
+        _ => {
+            return Err(Problem::new(
+                StatusCode::BAD_REQUEST,
+                "decision must be approve or deny",
+            ));
+        }
+    };
+    if decision.comment.as_ref().is_some_and(|c| c.len() > 10_000) {
+        return Err(Problem::new(
+            StatusCode::BAD_REQUEST,
+            "comment longer than 10000 bytes",
+        ));
+    }
+    match state
+        .0
+        .decide_approval(
+            &caller.tenant,
+            id,
+            approve,
+            &caller.actor,
+            decision.comment.as_deref(),
+        )
+        .await
+    {
+        Ok(view) => Ok(json_response(StatusCode::OK, &json!(view))),
+        Err(DecideError::NotFound) => Err(Problem::not_found("approval")),
+        Err(DecideError::AlreadyDecided { status }) => Err(Problem::new(
+            StatusCode::CONFLICT,
+            format!("approval already {status}"),
+        )),
+        Err(DecideError::Store(e)) => Err(store_problem(&e)),
+    }
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {

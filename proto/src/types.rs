@@ -156,6 +156,16 @@ pub enum RunStatus {
     Skipped,
     /// Stopped for an analyst to look at (for example an uncertain side effect).
     NeedsReview,
+    /// Suspended until an approval is decided (or times out).
+    WaitingApproval,
+    /// Suspended until a durable timer fires.
+    Sleeping,
+    /// Cancelled by an operator.
+    Cancelled,
+    /// Passed its playbook timeout.
+    TimedOut,
+    /// Its job kept failing for infrastructure reasons and was set aside.
+    DeadLettered,
 }
 
 impl RunStatus {
@@ -168,6 +178,11 @@ impl RunStatus {
             RunStatus::Failed => "failed",
             RunStatus::Skipped => "skipped",
             RunStatus::NeedsReview => "needs_review",
+            RunStatus::WaitingApproval => "waiting_approval",
+            RunStatus::Sleeping => "sleeping",
+            RunStatus::Cancelled => "cancelled",
+            RunStatus::TimedOut => "timed_out",
+            RunStatus::DeadLettered => "dead_lettered",
         }
     }
 
@@ -175,8 +190,19 @@ impl RunStatus {
     pub fn is_terminal(self) -> bool {
         matches!(
             self,
-            RunStatus::Succeeded | RunStatus::Failed | RunStatus::Skipped | RunStatus::NeedsReview
+            RunStatus::Succeeded
+                | RunStatus::Failed
+                | RunStatus::Skipped
+                | RunStatus::NeedsReview
+                | RunStatus::Cancelled
+                | RunStatus::TimedOut
+                | RunStatus::DeadLettered
         )
+    }
+
+    /// Whether the run is durably suspended (the scheduler re-dispatches it).
+    pub fn is_suspended(self) -> bool {
+        matches!(self, RunStatus::WaitingApproval | RunStatus::Sleeping)
     }
 }
 
@@ -202,6 +228,11 @@ impl FromStr for RunStatus {
             "failed" => Ok(RunStatus::Failed),
             "skipped" => Ok(RunStatus::Skipped),
             "needs_review" => Ok(RunStatus::NeedsReview),
+            "waiting_approval" => Ok(RunStatus::WaitingApproval),
+            "sleeping" => Ok(RunStatus::Sleeping),
+            "cancelled" => Ok(RunStatus::Cancelled),
+            "timed_out" => Ok(RunStatus::TimedOut),
+            "dead_lettered" => Ok(RunStatus::DeadLettered),
             _ => Err(UnknownRunStatus(s.to_owned())),
         }
     }

@@ -2,7 +2,6 @@
 
 use std::sync::Arc;
 
-use async_nats::HeaderMap;
 use async_nats::jetstream::{self, AckKind, consumer::pull};
 use futures::StreamExt;
 use prost::Message;
@@ -11,7 +10,7 @@ use tocsin_core::{ErrorClass, Shutdown};
 use tocsin_proto::types::{self, Severity};
 use tocsin_proto::{subjects, v1};
 use tocsin_store::Store;
-use tocsin_store::alerts::{AlertOutcome, NewAlert, NewRun, QueuedRun};
+use tocsin_store::alerts::{AlertOutcome, NewAlert, NewRun};
 use tokio::sync::Semaphore;
 use uuid::Uuid;
 
@@ -49,6 +48,7 @@ struct Ctx {
     js: jetstream::Context,
     store: Store,
     playbooks: PlaybookCache,
+    max_deliver: i64,
 }
 
 pub(crate) async fn consume(
@@ -74,6 +74,7 @@ pub(crate) async fn consume(
                 ack_policy: jetstream::consumer::AckPolicy::Explicit,
                 ack_wait: config.scheduler.ack_wait,
                 max_ack_pending: i64::try_from(concurrency).unwrap_or(i64::MAX),
+                max_deliver: config.scheduler.max_deliver,
                 ..Default::default()
             },
         )
@@ -85,6 +86,7 @@ pub(crate) async fn consume(
         .map_err(|e| consumer_err(Box::new(e)))?;
     let ctx = Arc::new(Ctx {
         js,
+        max_deliver: config.scheduler.max_deliver,
         playbooks: PlaybookCache::new(store.clone(), config.scheduler.playbook_cache_ttl),
         store,
     });
@@ -136,12 +138,31 @@ async fn handle_message(ctx: &Ctx, message: jetstream::Message) {
     let ack = match &result {
         Ok(()) => AckKind::Ack,
         Err(error) => {
-            let class = error.class();
-            match class {
-                ErrorClass::Permanent => {
-                    tracing::error!(%error, "alert dropped: cannot be processed")
+            let delivered = message.info().map(|i| i.delivered).unwrap_or(0);
+            let class = match error.class() {
+                ErrorClass::Retryable { .. } if delivered >= ctx.max_deliver => {
+                    ErrorClass::Permanent
                 }
-                _ => tracing::warn!(%error, ?class, "alert will be retried"),
+                class => class,
+            };
+            if class == ErrorClass::Permanent {
+                // Never silently gone: keep the message and the reason in Postgres first.
+                let reason = format!("{error} (after {delivered} deliveries)");
+                tracing::error!(%reason, "alert dead-lettered");
+                let letter = tocsin_store::dispatch::DeadLetter {
+                    tenant: None,
+                    stream: subjects::ALERTS_STREAM,
+                    subject: message.subject.as_str(),
+                    payload: message.payload.as_ref(),
+                    reason: &reason,
+                    deliveries: i32::try_from(delivered).unwrap_or(i32::MAX),
+                };
+                if let Err(e) = ctx.store.record_dead_letter(&letter).await {
+                    tracing::error!(error = %e, "failed to record dead letter; alert left for redelivery");
+                    return;
+                }
+            } else {
+                tracing::warn!(%error, ?class, delivered, "alert will be retried");
             }
             class.ack_kind()
         }
@@ -188,7 +209,9 @@ async fn handle_alert(ctx: &Ctx, payload: &[u8]) -> Result<(), HandleError> {
             runs
         }
     };
-    publish_runs(&ctx.js, &to_publish).await
+    crate::dispatcher::publish_runs(&ctx.js, &to_publish)
+        .await
+        .map_err(HandleError::Publish)
 }
 
 fn decode_alert(payload: &[u8]) -> Result<NewAlert, HandleError> {
@@ -232,37 +255,4 @@ fn decode_alert(payload: &[u8]) -> Result<NewAlert, HandleError> {
         tags: alert.tags,
         raw,
     })
-}
-
-async fn publish_runs(js: &jetstream::Context, runs: &[QueuedRun]) -> Result<(), HandleError> {
-    let mut acks = Vec::with_capacity(runs.len());
-    for run in runs {
-        let dispatch = u32::try_from(run.dispatch).unwrap_or(0);
-        let job = v1::RunJob {
-            run_id: run.id.to_string(),
-            tenant: run.tenant_id.clone(),
-            alert_id: run.alert_id.map(|a| a.to_string()).unwrap_or_default(),
-            playbook: run.playbook.clone(),
-            bundle_hash: run.bundle_hash.clone(),
-            dispatch,
-        };
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            subjects::MSG_ID_HEADER,
-            subjects::run_msg_id(&job.run_id, dispatch).as_str(),
-        );
-        let ack = js
-            .publish_with_headers(
-                subjects::run_subject(&run.tenant_id, &run.priority),
-                headers,
-                job.encode_to_vec().into(),
-            )
-            .await
-            .map_err(HandleError::Publish)?;
-        acks.push(ack.into_future());
-    }
-    futures::future::try_join_all(acks)
-        .await
-        .map_err(HandleError::Publish)?;
-    Ok(())
 }

@@ -7,6 +7,7 @@
 
 pub mod config;
 mod consumer;
+mod dispatcher;
 mod playbooks;
 pub mod when;
 
@@ -41,7 +42,19 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), SchedulerErro
     tocsin_core::nats::ensure_streams_with_retry(&js, &config.nats, config.nats.connect_timeout)
         .await?;
     let store = tocsin_store::Store::connect(&config.postgres).await?;
+    let dispatcher = shutdown.child();
+    let handle = dispatcher.spawn(
+        "dispatcher",
+        dispatcher::dispatch_loop(
+            config.clone(),
+            js.clone(),
+            store.clone(),
+            dispatcher.clone(),
+        ),
+    );
     let result = consumer::consume(&config, js, store.clone(), &shutdown).await;
+    dispatcher.cancel();
+    let _ = handle.await;
     let grace = config.shutdown.grace;
     if tokio::time::timeout(grace, nats.drain()).await.is_err() {
         tracing::warn!("nats drain did not finish within the grace period");

@@ -53,6 +53,9 @@ pub struct WorkerSection {
     /// Extra time past a playbook's own timeout before its runner is killed.
     #[serde(with = "humantime_serde")]
     pub hard_deadline_margin: Duration,
+    /// Deliveries of a job that keeps failing for infrastructure reasons before it is
+    /// dead-lettered (recorded in Postgres, never silently dropped).
+    pub max_deliver: i64,
 }
 
 impl Default for WorkerSection {
@@ -69,6 +72,7 @@ impl Default for WorkerSection {
             bundle_dir: std::env::temp_dir().join("tocsin-bundles"),
             runner_start_timeout: Duration::from_secs(30),
             hard_deadline_margin: Duration::from_secs(30),
+            max_deliver: 20,
         }
     }
 }
@@ -81,6 +85,9 @@ impl Validate for Config {
         }
         if w.runs_per_runner == 0 || w.runs_per_runner > 10_000 {
             problems.push("worker.runs_per_runner must be between 1 and 10000".to_owned());
+        }
+        if w.max_deliver < 2 {
+            problems.push("worker.max_deliver must be at least 2".to_owned());
         }
         if w.ack_wait < Duration::from_secs(3) {
             problems.push("worker.ack_wait must be at least 3s".to_owned());

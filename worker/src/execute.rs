@@ -12,6 +12,7 @@ use tocsin_proto::v1::{
     self, runner_event::Event, runner_request::Request, step_decision::Decision,
 };
 use tocsin_store::runs::{Claim, ClaimedRun, RunOutcome, StepDecision, StepIntent, StepOutcome};
+use tocsin_store::system::is_system_action;
 use tocsin_store::{Store, StoreError};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -26,6 +27,8 @@ pub(crate) struct Executor {
     pub(crate) bundle_root: std::path::PathBuf,
     pub(crate) ack_wait: Duration,
     pub(crate) hard_deadline_margin: Duration,
+    /// Deliveries after which a job that keeps failing is dead-lettered.
+    pub(crate) max_deliver: i64,
     /// Cancelled when the shutdown grace for in-flight runs has passed.
     pub(crate) hand_back: CancellationToken,
 }
@@ -77,7 +80,12 @@ pub(crate) async fn handle_message(exec: &Executor, message: jetstream::Message)
                 return;
             }
             ErrorClass::Retryable { delay } => {
-                tracing::warn!(%error, "run job will be retried");
+                let delivered = message.info().map(|i| i.delivered).unwrap_or(0);
+                if delivered >= exec.max_deliver {
+                    dead_letter(exec, &message, &error.to_string(), delivered).await;
+                    return;
+                }
+                tracing::warn!(%error, delivered, "run job will be retried");
                 Settle::Retry(delay)
             }
             ErrorClass::Shutdown => Settle::HandBack,
@@ -91,6 +99,35 @@ pub(crate) async fn handle_message(exec: &Executor, message: jetstream::Message)
     };
     if let Err(error) = message.ack_with(ack).await {
         tracing::warn!(%error, "failed to settle run job; it will be redelivered");
+    }
+}
+
+/// Sets a job that kept failing aside: the run becomes `dead_lettered` with the reason and
+/// the message is kept in `dead_letters`, then terminated.
+async fn dead_letter(exec: &Executor, message: &jetstream::Message, reason: &str, delivered: i64) {
+    let job = v1::RunJob::decode(message.payload.as_ref()).ok();
+    let reason = format!("gave up after {delivered} deliveries: {reason}");
+    tracing::error!(%reason, "run job dead-lettered");
+    if let Some(run_id) = job.as_ref().and_then(|j| Uuid::parse_str(&j.run_id).ok()) {
+        if let Err(e) = exec.store.dead_letter_run(run_id, &reason).await {
+            tracing::error!(error = %e, "failed to mark run dead-lettered; leaving the job for redelivery");
+            return;
+        }
+    }
+    let letter = tocsin_store::dispatch::DeadLetter {
+        tenant: job.as_ref().map(|j| j.tenant.as_str()),
+        stream: tocsin_proto::subjects::RUNS_STREAM,
+        subject: message.subject.as_str(),
+        payload: message.payload.as_ref(),
+        reason: &reason,
+        deliveries: i32::try_from(delivered).unwrap_or(i32::MAX),
+    };
+    if let Err(e) = exec.store.record_dead_letter(&letter).await {
+        tracing::error!(error = %e, "failed to record dead letter; leaving the job for redelivery");
+        return;
+    }
+    if let Err(e) = message.ack_with(AckKind::Term).await {
+        tracing::warn!(error = %e, "failed to terminate dead-lettered job");
     }
 }
 
@@ -173,6 +210,11 @@ async fn execute(
             bundle_hash: run.bundle_hash.clone(),
             attempt: u32::try_from(run.attempts).unwrap_or(u32::MAX),
             alert_json,
+            trigger: run.trigger.clone(),
+            input_json: run
+                .input
+                .as_ref()
+                .map_or_else(|| "null".to_owned(), |input| input.0.to_string()),
         })
         .await?;
     tracing::debug!(runner_pid = ?handle.runner_pid(), "run started");
@@ -239,18 +281,22 @@ async fn on_event(
     match event {
         Event::StepIntent(intent) => {
             let seq = i32::try_from(intent.seq).unwrap_or(i32::MAX);
-            let decision = exec
-                .store
-                .record_step_intent(&StepIntent {
-                    run_id: run.id,
-                    tenant: &run.tenant_id,
-                    epoch: run.epoch,
-                    seq,
-                    action: &intent.action,
-                    args_json: &intent.args_json,
-                    idempotent: intent.idempotent,
-                })
-                .await?;
+            let step = StepIntent {
+                run_id: run.id,
+                tenant: &run.tenant_id,
+                epoch: run.epoch,
+                seq,
+                action: &intent.action,
+                args_json: &intent.args_json,
+                idempotent: intent.idempotent,
+            };
+            // Platform effects (`tocsin.*`) are performed here, journaled in the same
+            // transaction; the playbook receives their result as a replay.
+            let decision = if is_system_action(&intent.action) {
+                exec.store.system_step(&step).await?
+            } else {
+                exec.store.record_step_intent(&step).await?
+            };
             let Ok(decision) = decision else {
                 tracing::warn!(
                     seq,

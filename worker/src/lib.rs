@@ -91,6 +91,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), WorkerError> 
         bundle_root: section.bundle_dir.clone(),
         ack_wait: section.ack_wait,
         hard_deadline_margin: section.hard_deadline_margin,
+        max_deliver: section.max_deliver,
         hand_back: hand_back.clone(),
     });
     let result = consume(&config, &js, exec, &shutdown, &hand_back).await;
@@ -132,6 +133,7 @@ async fn consume(
                 ack_policy: jetstream::consumer::AckPolicy::Explicit,
                 ack_wait: section.ack_wait,
                 max_ack_pending: i64::try_from(capacity).unwrap_or(i64::MAX),
+                max_deliver: section.max_deliver,
                 ..Default::default()
             },
         )

@@ -146,8 +146,9 @@ impl Store {
             let mut queued = Vec::with_capacity(runs.len());
             for run in runs {
                 let row: Option<QueuedRun> = sqlx::query_as(
-                    "INSERT INTO runs (id, tenant_id, alert_id, case_id, playbook, bundle_hash, priority)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7)
+                    "INSERT INTO runs (id, tenant_id, alert_id, case_id, playbook, bundle_hash, priority,
+                        dispatched_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, now())
                      ON CONFLICT (id) DO NOTHING
                      RETURNING id, tenant_id, alert_id, playbook, bundle_hash, priority, dispatch",
                 )
@@ -273,12 +274,25 @@ pub(crate) async fn case_event(
     kind: &str,
     data: serde_json::Value,
 ) -> Result<(), StoreError> {
+    case_event_by(tx, tenant, case_id, kind, "system", data).await
+}
+
+/// Appends to a case's timeline on behalf of `actor` (`system`, `run:<id>`, `key:<id>`).
+pub(crate) async fn case_event_by(
+    tx: &mut PgConnection,
+    tenant: &str,
+    case_id: Uuid,
+    kind: &str,
+    actor: &str,
+    data: serde_json::Value,
+) -> Result<(), StoreError> {
     sqlx::query(
-        "INSERT INTO case_events (tenant_id, case_id, kind, actor, data) VALUES ($1, $2, $3, 'system', $4)",
+        "INSERT INTO case_events (tenant_id, case_id, kind, actor, data) VALUES ($1, $2, $3, $4, $5)",
     )
     .bind(tenant)
     .bind(case_id)
     .bind(kind)
+    .bind(actor)
     .bind(Json(data))
     .execute(&mut *tx)
     .await?;

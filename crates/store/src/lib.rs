@@ -5,10 +5,13 @@
 #![forbid(unsafe_code)]
 
 pub mod alerts;
+pub mod approvals;
 pub mod bundles;
+pub mod dispatch;
 mod error;
 pub mod keys;
 pub mod runs;
+pub mod system;
 pub mod tenants;
 
 use std::time::Duration;

@@ -32,6 +32,10 @@ pub struct ClaimedRun {
     pub epoch: i32,
     /// Execution number (1 on the first claim).
     pub attempts: i32,
+    /// alert | manual | schedule.
+    pub trigger: String,
+    /// Input of a manual run.
+    pub input: Option<Json<serde_json::Value>>,
 }
 
 /// Result of trying to claim a run.
@@ -39,7 +43,8 @@ pub struct ClaimedRun {
 pub enum Claim {
     /// Claimed: execute it.
     Claimed(ClaimedRun),
-    /// The run already reached a final state; the job is a leftover duplicate.
+    /// The run is final or suspended; the job is a leftover duplicate (a resumed run gets
+    /// a new job).
     Finished(RunStatus),
     /// Another live worker holds the run; try again after `retry_after`.
     Busy {
@@ -167,7 +172,7 @@ impl Store {
                     lease_until = now() + make_interval(secs => $3)
              WHERE id = $1 AND tenant_id = $2
                AND (status = 'queued' OR (status = 'running' AND lease_until < now()))
-             RETURNING id, tenant_id, alert_id, playbook, bundle_hash, epoch, attempts",
+             RETURNING id, tenant_id, alert_id, playbook, bundle_hash, epoch, attempts, trigger, input",
         )
         .bind(run_id)
         .bind(tenant)
@@ -189,7 +194,8 @@ impl Store {
         let status: RunStatus = status.parse().map_err(|_| StoreError::Corrupt {
             what: "runs.status",
         })?;
-        if status.is_terminal() {
+        if status.is_terminal() || status.is_suspended() {
+            // Suspended runs are re-dispatched with a new job when they resume.
             return Ok(Claim::Finished(status));
         }
         // Running with a live lease (or queued again between the two statements).
@@ -412,15 +418,25 @@ impl Store {
         Ok(())
     }
 
-    /// Records the end of an execution; also marks steps left in `intent` as `uncertain`.
+    /// Records the end of an execution. A final status also marks steps left in `intent`
+    /// as `uncertain`. A suspension (`waiting_approval`, `sleeping`) keeps the journal; a
+    /// run whose approval was decided while it was suspending goes straight back to the
+    /// dispatch queue.
     pub async fn finish_run(
         &self,
         outcome: &RunOutcome<'_>,
     ) -> Result<Result<(), Fenced>, StoreError> {
         let mut tx = self.pool().begin().await?;
         let n = sqlx::query(
-            "UPDATE runs SET status = $3, result = $4, error = $5, traceback = $6,
-                    finished_at = now(), updated_at = now(), lease_until = NULL
+            "UPDATE runs SET
+                    status = CASE
+                        WHEN $3 = 'waiting_approval' AND NOT EXISTS (
+                            SELECT 1 FROM approvals a WHERE a.run_id = runs.id AND a.status = 'pending')
+                        THEN 'queued' ELSE $3 END,
+                    dispatched_at = NULL,
+                    result = $4, error = $5, traceback = $6,
+                    finished_at = CASE WHEN $7 THEN now() ELSE NULL END,
+                    updated_at = now(), lease_until = NULL
              WHERE id = $1 AND epoch = $2 AND status = 'running'",
         )
         .bind(outcome.run_id)
@@ -429,6 +445,7 @@ impl Store {
         .bind(outcome.result.as_ref().map(Json))
         .bind(outcome.error)
         .bind(outcome.traceback)
+        .bind(outcome.status.is_terminal())
         .execute(&mut *tx)
         .await?
         .rows_affected();
@@ -438,21 +455,87 @@ impl Store {
                 epoch: outcome.epoch,
             }));
         }
-        sqlx::query(
-            "UPDATE run_steps SET state = 'uncertain' WHERE run_id = $1 AND state = 'intent'",
-        )
-        .bind(outcome.run_id)
-        .execute(&mut *tx)
-        .await?;
+        if outcome.status.is_terminal() {
+            sqlx::query(
+                "UPDATE run_steps SET state = 'uncertain' WHERE run_id = $1 AND state = 'intent'",
+            )
+            .bind(outcome.run_id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        if outcome.status == RunStatus::WaitingApproval {
+            // The approval may have been decided meanwhile: let the dispatcher look now.
+            sqlx::query("SELECT pg_notify('tocsin_dispatch', '')")
+                .execute(&mut *tx)
+                .await?;
+        }
         tx.commit().await?;
         Ok(Ok(()))
+    }
+
+    /// Queues a manual run of `playbook` from the tenant's active bundle, optionally on an
+    /// alert (the run joins its case) and with a JSON input. The dispatcher publishes it.
+    pub async fn start_manual_run(
+        &self,
+        tenant: &str,
+        playbook: &str,
+        alert_id: Option<Uuid>,
+        input: Option<&serde_json::Value>,
+    ) -> Result<Uuid, StoreError> {
+        let mut tx = self.pool().begin().await?;
+        let found: Option<(String, String)> = sqlx::query_as(
+            "SELECT p.bundle_hash, p.priority FROM playbooks p
+             WHERE p.tenant_id = $1 AND p.name = $2 AND p.bundle_hash = (
+                SELECT bundle_hash FROM deployments WHERE tenant_id = $1 ORDER BY id DESC LIMIT 1)",
+        )
+        .bind(tenant)
+        .bind(playbook)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let (bundle_hash, priority) = found.ok_or(StoreError::NotFound { entity: "playbook" })?;
+        let case_id: Option<Uuid> = match alert_id {
+            Some(alert_id) => Some(
+                sqlx::query_scalar::<_, Option<Uuid>>(
+                    "SELECT case_id FROM alerts WHERE tenant_id = $1 AND id = $2",
+                )
+                .bind(tenant)
+                .bind(alert_id)
+                .fetch_optional(&mut *tx)
+                .await?
+                .ok_or(StoreError::NotFound { entity: "alert" })?,
+            )
+            .flatten(),
+            None => None,
+        };
+        let id = Uuid::now_v7();
+        sqlx::query(
+            "INSERT INTO runs (id, tenant_id, alert_id, case_id, playbook, bundle_hash, priority,
+                    trigger, input)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, 'manual', $8)",
+        )
+        .bind(id)
+        .bind(tenant)
+        .bind(alert_id)
+        .bind(case_id)
+        .bind(playbook)
+        .bind(&bundle_hash)
+        .bind(&priority)
+        .bind(input.map(Json))
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("SELECT pg_notify($1, '')")
+            .bind(crate::dispatch::DISPATCH_CHANNEL)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(id)
     }
 
     /// One run of `tenant` with its steps and log.
     pub async fn run_view(&self, tenant: &str, id: Uuid) -> Result<RunView, StoreError> {
         let mut run: RunView = sqlx::query_as(
             "SELECT id, tenant_id, alert_id, case_id, playbook, bundle_hash, status, epoch, attempts,
-                    result, error, traceback, queued_at, started_at, finished_at
+                    trigger, input, result, error, traceback, queued_at, started_at, finished_at
              FROM runs WHERE tenant_id = $1 AND id = $2",
         )
         .bind(tenant)
@@ -522,6 +605,10 @@ pub struct RunView {
     pub epoch: i32,
     /// Executions so far.
     pub attempts: i32,
+    /// alert | manual | schedule.
+    pub trigger: String,
+    /// Input of a manual run.
+    pub input: Option<Json<serde_json::Value>>,
     /// Returned dict.
     pub result: Option<Json<serde_json::Value>>,
     /// Error.

@@ -12,7 +12,9 @@ use std::io::{Read, Write};
 use std::os::fd::AsFd;
 use std::process::ExitCode;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
+
+mod http;
 
 use prost::Message;
 use pyo3::prelude::*;
@@ -141,12 +143,19 @@ fn to_dispatch(request: Request) -> (&'static str, String) {
         Request::StartRun(s) => {
             let alert: serde_json::Value =
                 serde_json::from_str(&s.alert_json).unwrap_or(serde_json::Value::Null);
+            let input: serde_json::Value =
+                serde_json::from_str(&s.input_json).unwrap_or(serde_json::Value::Null);
+            let trigger = if s.trigger.is_empty() {
+                "alert".to_owned()
+            } else {
+                s.trigger
+            };
             return (
                 "start_run",
                 json!({
                     "run_id": s.run_id, "tenant": s.tenant, "playbook": s.playbook,
                     "bundle_dir": s.bundle_dir, "bundle_hash": s.bundle_hash,
-                    "attempt": s.attempt, "alert": alert,
+                    "attempt": s.attempt, "alert": alert, "input": input, "trigger": trigger,
                 })
                 .to_string(),
             );
@@ -215,14 +224,16 @@ fn read_requests(submit: Arc<Py<PyAny>>) {
 #[pyclass(module = "tocsin_host", name = "Host")]
 struct Host {
     events: Arc<Mutex<Option<SyncSender<v1::RunnerEvent>>>>,
-    attached: Mutex<bool>,
+    submit: Arc<OnceLock<Arc<Py<PyAny>>>>,
+    http: OnceLock<http::HttpBridge>,
 }
 
 impl Host {
     fn new(events: Arc<Mutex<Option<SyncSender<v1::RunnerEvent>>>>) -> Self {
         Self {
             events,
-            attached: Mutex::new(false),
+            submit: Arc::new(OnceLock::new()),
+            http: OnceLock::new(),
         }
     }
 
@@ -245,21 +256,52 @@ impl Host {
     /// Registers the runtime's thread-safe `submit(kind, payload_json)` and starts reading
     /// requests. Called once by `serve`.
     fn attach(&self, submit: Py<PyAny>) -> PyResult<()> {
-        let mut attached = self
-            .attached
-            .lock()
-            .map_err(|_| pyo3::exceptions::PyRuntimeError::new_err("host state poisoned"))?;
-        if *attached {
+        let submit = Arc::new(submit);
+        if self.submit.set(submit.clone()).is_err() {
             return Err(pyo3::exceptions::PyRuntimeError::new_err(
                 "host already attached",
             ));
         }
-        let submit = Arc::new(submit);
         std::thread::Builder::new()
             .name("runner-reader".to_owned())
             .spawn(move || read_requests(submit))
             .map_err(|e| pyo3::exceptions::PyRuntimeError::new_err(e.to_string()))?;
-        *attached = true;
+        Ok(())
+    }
+
+    /// Starts an outgoing HTTP request; the answer arrives as an `http_response` message
+    /// `{"request_id", "status", "headers": [[name, value]], "body_b64", "error"}`.
+    #[pyo3(signature = (request_id, method, url, headers_json, body, timeout_s))]
+    fn http_request(
+        &self,
+        request_id: String,
+        method: String,
+        url: String,
+        headers_json: String,
+        body: Option<Vec<u8>>,
+        timeout_s: f64,
+    ) -> PyResult<()> {
+        if self.http.get().is_none() {
+            let bridge =
+                http::HttpBridge::new().map_err(pyo3::exceptions::PyRuntimeError::new_err)?;
+            // Only the event-loop thread calls this; losing a race would only drop a spare.
+            let _ = self.http.set(bridge);
+        }
+        let bridge = self
+            .http
+            .get()
+            .ok_or_else(|| pyo3::exceptions::PyRuntimeError::new_err("http unavailable"))?;
+        bridge.start(
+            http::HttpRequest {
+                request_id,
+                method,
+                url,
+                headers_json,
+                body,
+                timeout_s,
+            },
+            self.submit.clone(),
+        );
         Ok(())
     }
 

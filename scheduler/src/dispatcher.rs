@@ -1,0 +1,129 @@
+//! The dispatcher: publishes runs from the Postgres outbox (manual runs, resumed approvals
+//! and timers, reaped runs), times out approvals and wakes sleepers. Woken by NOTIFY on
+//! `tocsin_dispatch`, and every `dispatch_interval` regardless.
+
+use std::time::Duration;
+
+use async_nats::HeaderMap;
+use async_nats::jetstream::{self, context::PublishError};
+use prost::Message;
+use tocsin_core::Shutdown;
+use tocsin_proto::{subjects, v1};
+use tocsin_store::Store;
+use tocsin_store::alerts::QueuedRun;
+
+use crate::Config;
+
+const BATCH: i64 = 256;
+
+pub(crate) async fn dispatch_loop(
+    config: Config,
+    js: jetstream::Context,
+    store: Store,
+    shutdown: Shutdown,
+) {
+    let section = &config.scheduler;
+    let mut listener = match store.dispatch_listener().await {
+        Ok(l) => Some(l),
+        Err(error) => {
+            tracing::warn!(%error, "dispatch notifications unavailable; polling only");
+            None
+        }
+    };
+    loop {
+        if let Err(error) = dispatch_pass(&store, &js, section).await {
+            tracing::warn!(%error, "dispatch pass failed; retrying");
+        }
+        let notified = async {
+            match listener.as_mut() {
+                Some(l) => l.recv().await.map(|_| ()),
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(section.dispatch_interval) => {}
+            result = notified => {
+                if let Err(error) = result {
+                    // PgListener reconnects on the next recv; avoid a hot loop meanwhile.
+                    tracing::warn!(%error, "dispatch notification failed");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        }
+    }
+}
+
+async fn dispatch_pass(
+    store: &Store,
+    js: &jetstream::Context,
+    section: &crate::config::SchedulerSection,
+) -> Result<(), DispatchError> {
+    let woken = store
+        .wake_due_runs(section.stale_dispatch, section.lease_grace)
+        .await?;
+    if woken != tocsin_store::dispatch::Woken::default() {
+        tracing::info!(
+            approvals_expired = woken.approvals_expired,
+            resumed = woken.runs_resumed,
+            reaped = woken.runs_reaped,
+            "runs put back for dispatch"
+        );
+    }
+    loop {
+        let runs = store.take_outbox(BATCH).await?;
+        if runs.is_empty() {
+            return Ok(());
+        }
+        if let Err(error) = publish_runs(js, &runs).await {
+            let ids: Vec<_> = runs.iter().map(|r| r.id).collect();
+            store.return_to_outbox(&ids).await?;
+            return Err(DispatchError::Publish(error));
+        }
+        tracing::debug!(count = runs.len(), "runs dispatched");
+        if runs.len() < usize::try_from(BATCH).unwrap_or(usize::MAX) {
+            return Ok(());
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum DispatchError {
+    #[error(transparent)]
+    Store(#[from] tocsin_store::StoreError),
+    #[error("failed to publish run jobs")]
+    Publish(#[source] PublishError),
+}
+/// Publishes a RunJob per run (all sent, then all acks awaited).
+pub(crate) async fn publish_runs(
+    js: &jetstream::Context,
+    runs: &[QueuedRun],
+) -> Result<(), PublishError> {
+    let mut acks = Vec::with_capacity(runs.len());
+    for run in runs {
+        let dispatch = u32::try_from(run.dispatch).unwrap_or(0);
+        let job = v1::RunJob {
+            run_id: run.id.to_string(),
+            tenant: run.tenant_id.clone(),
+            alert_id: run.alert_id.map(|a| a.to_string()).unwrap_or_default(),
+            playbook: run.playbook.clone(),
+            bundle_hash: run.bundle_hash.clone(),
+            dispatch,
+        };
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            subjects::MSG_ID_HEADER,
+            subjects::run_msg_id(&job.run_id, dispatch).as_str(),
+        );
+        let ack = js
+            .publish_with_headers(
+                subjects::run_subject(&run.tenant_id, &run.priority),
+                headers,
+                job.encode_to_vec().into(),
+            )
+            .await?;
+        acks.push(ack.into_future());
+    }
+    futures::future::try_join_all(acks).await?;
+    Ok(())
+}
