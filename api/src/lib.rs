@@ -285,13 +285,13 @@ async fn list_approvals(
     Query(filter): Query<ApprovalFilter>,
 ) -> Result<Response, Problem> {
     let tenant = tenant_of(&state.0, &headers).await?;
-    if let Some(status) = filter.status.as_deref() {
-        if !matches!(status, "pending" | "approved" | "denied" | "timed_out") {
-            return Err(Problem::new(
-                StatusCode::BAD_REQUEST,
-                "status must be pending, approved, denied or timed_out",
-            ));
-        }
+    if let Some(status) = filter.status.as_deref()
+        && !matches!(status, "pending" | "approved" | "denied" | "timed_out")
+    {
+        return Err(Problem::new(
+            StatusCode::BAD_REQUEST,
+            "status must be pending, approved, denied or timed_out",
+        ));
     }
     let limit = filter.limit.unwrap_or(100).clamp(1, 1000);
     let approvals = state

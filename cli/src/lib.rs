@@ -3,6 +3,7 @@
 //! the hidden `runner` the worker starts as its runner processes.
 #![forbid(unsafe_code)]
 
+pub mod client;
 pub mod demo;
 pub mod dev;
 pub mod stack;
@@ -61,6 +62,21 @@ enum Command {
     /// Manage API and ingest keys.
     #[command(subcommand)]
     Key(KeyCommand),
+    /// Approve a pending approval (client verb: uses TOCSIN_API_URL / TOCSIN_API_KEY).
+    Approve(DecideArgs),
+    /// Deny a pending approval.
+    Deny(DecideArgs),
+    /// List approvals.
+    Approvals {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// pending | approved | denied | timed_out.
+        #[arg(long, default_value = "pending")]
+        status: String,
+    },
+    /// Start or inspect runs.
+    #[command(subcommand)]
+    Run(RunCommand),
     /// Runner process (started by the worker; speaks protobuf frames on stdin/stdout).
     #[command(hide = true)]
     Runner,
@@ -131,6 +147,51 @@ struct DeployArgs {
     /// Tenant to deploy for.
     #[arg(long, default_value = "default")]
     tenant: String,
+}
+
+#[derive(Debug, Args)]
+struct ApiArgs {
+    /// API base URL (default: $TOCSIN_API_URL).
+    #[arg(long)]
+    api_url: Option<String>,
+    /// API key (default: $TOCSIN_API_KEY).
+    #[arg(long)]
+    api_key: Option<String>,
+}
+
+#[derive(Debug, Args)]
+struct DecideArgs {
+    #[command(flatten)]
+    api: ApiArgs,
+    /// Approval id.
+    id: String,
+    /// Why.
+    #[arg(long)]
+    comment: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+enum RunCommand {
+    /// Start a playbook manually; prints the run id.
+    Start {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// Playbook name.
+        playbook: String,
+        /// Run it on this alert (the run joins the alert's case).
+        #[arg(long)]
+        alert: Option<String>,
+        /// JSON input (`run.input`).
+        #[arg(long)]
+        input: Option<String>,
+    },
+    /// Show a run with its steps and logs.
+    Show {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// Run id.
+        id: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -242,6 +303,31 @@ where
 async fn dispatch(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Runner => Ok(()),
+        Command::Approve(args) => {
+            let client = client::ApiClient::new(args.api.api_url, args.api.api_key)?;
+            client::decide(&client, &args.id, true, args.comment).await
+        }
+        Command::Deny(args) => {
+            let client = client::ApiClient::new(args.api.api_url, args.api.api_key)?;
+            client::decide(&client, &args.id, false, args.comment).await
+        }
+        Command::Approvals { api, status } => {
+            let client = client::ApiClient::new(api.api_url, api.api_key)?;
+            client::list_approvals(&client, &status).await
+        }
+        Command::Run(RunCommand::Start {
+            api,
+            playbook,
+            alert,
+            input,
+        }) => {
+            let client = client::ApiClient::new(api.api_url, api.api_key)?;
+            client::start_run(&client, &playbook, alert, input).await
+        }
+        Command::Run(RunCommand::Show { api, id }) => {
+            let client = client::ApiClient::new(api.api_url, api.api_key)?;
+            client::show_run(&client, &id).await
+        }
         Command::Ingest(args) => {
             match service_config::<tocsin_ingest::Config>(&args, |c| &c.telemetry)? {
                 Some(config) => serve(|s| tocsin_ingest::run(config, s)).await,

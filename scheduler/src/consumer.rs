@@ -183,7 +183,12 @@ async fn handle_alert(ctx: &Ctx, payload: &[u8]) -> Result<(), HandleError> {
     let runs: Vec<NewRun> = deployed
         .playbooks
         .iter()
-        .filter(|c| c.meta.trigger == "alert" && c.when.matches(&view))
+        .filter(|c| {
+            c.meta.trigger == "alert"
+                && c.meta.enabled
+                && c.meta.applies_to(&alert.tenant)
+                && c.when.matches(&view)
+        })
         .map(|c| NewRun {
             id: types::run_id(alert.id, &c.meta.name),
             playbook: c.meta.name.clone(),

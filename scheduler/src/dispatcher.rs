@@ -127,3 +127,54 @@ pub(crate) async fn publish_runs(
     futures::future::try_join_all(acks).await?;
     Ok(())
 }
+
+/// Queues runs of `schedule:` playbooks, once per matching minute (UTC). Minutes that
+/// passed while no scheduler ran are not caught up.
+pub(crate) async fn schedule_loop(store: Store, shutdown: Shutdown) {
+    let truncate = |t: time::OffsetDateTime| {
+        t.replace_second(0)
+            .and_then(|t| t.replace_nanosecond(0))
+            .unwrap_or(t)
+    };
+    let mut last = truncate(time::OffsetDateTime::now_utc()) - time::Duration::minutes(1);
+    loop {
+        let minute = truncate(time::OffsetDateTime::now_utc());
+        if minute > last {
+            match store.scheduled_playbooks().await {
+                Ok(playbooks) => {
+                    for p in playbooks {
+                        let (tenant, hash, name, priority) =
+                            (&p.tenant_id, &p.bundle_hash, &p.name, &p.priority);
+                        let expr = p.trigger.trim_start_matches("schedule:");
+                        match crate::cron::Cron::parse(expr) {
+                            Ok(cron) if cron.matches(minute) => {
+                                match store
+                                    .queue_scheduled_run(tenant, hash, name, priority, minute)
+                                    .await
+                                {
+                                    Ok(true) => {
+                                        tracing::info!(%tenant, playbook = %name, "scheduled run queued")
+                                    }
+                                    Ok(false) => {}
+                                    Err(error) => {
+                                        tracing::warn!(%tenant, playbook = %name, %error, "failed to queue scheduled run")
+                                    }
+                                }
+                            }
+                            Ok(_) => {}
+                            Err(error) => {
+                                tracing::warn!(%tenant, playbook = %name, %error, "invalid schedule")
+                            }
+                        }
+                    }
+                    last = minute;
+                }
+                Err(error) => tracing::warn!(%error, "failed to read scheduled playbooks"),
+            }
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(Duration::from_secs(5)) => {}
+        }
+    }
+}

@@ -7,6 +7,7 @@
 
 pub mod config;
 mod consumer;
+pub mod cron;
 mod dispatcher;
 mod playbooks;
 pub mod when;
@@ -52,9 +53,14 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), SchedulerErro
             dispatcher.clone(),
         ),
     );
+    let schedules = dispatcher.spawn(
+        "schedules",
+        dispatcher::schedule_loop(store.clone(), dispatcher.clone()),
+    );
     let result = consumer::consume(&config, js, store.clone(), &shutdown).await;
     dispatcher.cancel();
     let _ = handle.await;
+    let _ = schedules.await;
     let grace = config.shutdown.grace;
     if tokio::time::timeout(grace, nats.drain()).await.is_err() {
         tracing::warn!("nats drain did not finish within the grace period");

@@ -108,11 +108,11 @@ async fn dead_letter(exec: &Executor, message: &jetstream::Message, reason: &str
     let job = v1::RunJob::decode(message.payload.as_ref()).ok();
     let reason = format!("gave up after {delivered} deliveries: {reason}");
     tracing::error!(%reason, "run job dead-lettered");
-    if let Some(run_id) = job.as_ref().and_then(|j| Uuid::parse_str(&j.run_id).ok()) {
-        if let Err(e) = exec.store.dead_letter_run(run_id, &reason).await {
-            tracing::error!(error = %e, "failed to mark run dead-lettered; leaving the job for redelivery");
-            return;
-        }
+    if let Some(run_id) = job.as_ref().and_then(|j| Uuid::parse_str(&j.run_id).ok())
+        && let Err(e) = exec.store.dead_letter_run(run_id, &reason).await
+    {
+        tracing::error!(error = %e, "failed to mark run dead-lettered; leaving the job for redelivery");
+        return;
     }
     let letter = tocsin_store::dispatch::DeadLetter {
         tenant: job.as_ref().map(|j| j.tenant.as_str()),

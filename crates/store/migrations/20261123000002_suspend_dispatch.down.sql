@@ -1,3 +1,5 @@
+ALTER TABLE playbooks DROP COLUMN tenants;
+ALTER TABLE playbooks DROP COLUMN enabled;
 DROP TABLE dead_letters;
 DROP TABLE approvals;
 ALTER TABLE cases DROP COLUMN tags;

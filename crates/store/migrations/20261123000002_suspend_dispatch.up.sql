@@ -58,3 +58,7 @@ CREATE TABLE dead_letters (
     deliveries  integer NOT NULL,
     created_at  timestamptz NOT NULL DEFAULT now()
 );
+
+-- Playbook metadata added by the SDK: whether it starts runs, which tenants it applies to.
+ALTER TABLE playbooks ADD COLUMN enabled boolean NOT NULL DEFAULT true;
+ALTER TABLE playbooks ADD COLUMN tenants jsonb NOT NULL DEFAULT '"*"';

@@ -30,8 +30,33 @@ pub struct PlaybookMeta {
     pub timeout_ms: i64,
     /// Source file relative to the bundle root.
     pub file: String,
-    /// Line of the function definition.
+    /// Line of the playbook's definition (its first decorator).
     pub line: i32,
+    /// Whether the playbook starts runs (a disabled one is kept but never matched).
+    #[serde(default = "enabled_default")]
+    pub enabled: bool,
+    /// Tenants the playbook applies to: `"*"` or a list of tenant ids.
+    #[sqlx(json)]
+    #[serde(default = "tenants_default")]
+    pub tenants: serde_json::Value,
+}
+
+fn enabled_default() -> bool {
+    true
+}
+
+fn tenants_default() -> serde_json::Value {
+    serde_json::Value::String("*".to_owned())
+}
+
+impl PlaybookMeta {
+    /// Whether the playbook applies to `tenant`.
+    pub fn applies_to(&self, tenant: &str) -> bool {
+        match &self.tenants {
+            serde_json::Value::Array(list) => list.iter().any(|t| t.as_str() == Some(tenant)),
+            _ => true,
+        }
+    }
 }
 
 mod seconds_as_ms {
@@ -50,6 +75,21 @@ mod seconds_as_ms {
         #[allow(clippy::cast_possible_truncation)]
         Ok((secs * 1000.0).round() as i64)
     }
+}
+
+/// A playbook started by a schedule.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ScheduledPlaybook {
+    /// Tenant.
+    pub tenant_id: String,
+    /// Active bundle.
+    pub bundle_hash: String,
+    /// Playbook name.
+    pub name: String,
+    /// Lane.
+    pub priority: String,
+    /// `schedule:<cron>`.
+    pub trigger: String,
 }
 
 /// The active bundle of a tenant and its playbooks.
@@ -86,8 +126,8 @@ impl Store {
             for p in playbooks {
                 sqlx::query(
                     "INSERT INTO playbooks (tenant_id, bundle_hash, name, module, function,
-                        trigger, when_cond, priority, timeout_ms, file, line)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                        trigger, when_cond, priority, timeout_ms, file, line, enabled, tenants)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
                 )
                 .bind(tenant)
                 .bind(hash)
@@ -100,6 +140,8 @@ impl Store {
                 .bind(p.timeout_ms)
                 .bind(&p.file)
                 .bind(p.line)
+                .bind(p.enabled)
+                .bind(Json(&p.tenants))
                 .execute(&mut *tx)
                 .await?;
             }
@@ -138,7 +180,8 @@ impl Store {
             return Ok(None);
         };
         let playbooks = sqlx::query_as::<_, PlaybookMeta>(
-            "SELECT name, module, function, trigger, when_cond, priority, timeout_ms, file, line
+            "SELECT name, module, function, trigger, when_cond, priority, timeout_ms, file, line,
+                    enabled, tenants
              FROM playbooks WHERE tenant_id = $1 AND bundle_hash = $2 ORDER BY name",
         )
         .bind(tenant)
@@ -156,7 +199,8 @@ impl Store {
         name: &str,
     ) -> Result<PlaybookMeta, StoreError> {
         sqlx::query_as::<_, PlaybookMeta>(
-            "SELECT name, module, function, trigger, when_cond, priority, timeout_ms, file, line
+            "SELECT name, module, function, trigger, when_cond, priority, timeout_ms, file, line,
+                    enabled, tenants
              FROM playbooks WHERE tenant_id = $1 AND bundle_hash = $2 AND name = $3",
         )
         .bind(tenant)
@@ -165,6 +209,51 @@ impl Store {
         .fetch_optional(self.pool())
         .await?
         .ok_or(StoreError::NotFound { entity: "playbook" })
+    }
+
+    /// Every tenant's active, enabled playbooks with a `schedule:` trigger.
+    pub async fn scheduled_playbooks(&self) -> Result<Vec<ScheduledPlaybook>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT p.tenant_id, p.bundle_hash, p.name, p.priority, p.trigger
+             FROM playbooks p
+             JOIN LATERAL (SELECT bundle_hash FROM deployments d WHERE d.tenant_id = p.tenant_id
+                           ORDER BY d.id DESC LIMIT 1) active ON active.bundle_hash = p.bundle_hash
+             WHERE p.trigger LIKE 'schedule:%' AND p.enabled",
+        )
+        .fetch_all(self.pool())
+        .await?)
+    }
+
+    /// Queues the run of a scheduled playbook for one minute. The id is derived from
+    /// (tenant, playbook, minute), so several schedulers queue it once; returns whether this
+    /// call queued it.
+    pub async fn queue_scheduled_run(
+        &self,
+        tenant: &str,
+        bundle_hash: &str,
+        playbook: &str,
+        priority: &str,
+        minute: time::OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let key = format!("schedule:{tenant}:{playbook}:{}", minute.unix_timestamp());
+        let id = uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, key.as_bytes());
+        let n = sqlx::query(
+            "INSERT INTO runs (id, tenant_id, playbook, bundle_hash, priority, trigger, input)
+             VALUES ($1, $2, $3, $4, $5, 'schedule', $6)
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(id)
+        .bind(tenant)
+        .bind(playbook)
+        .bind(bundle_hash)
+        .bind(priority)
+        .bind(Json(
+            serde_json::json!({ "scheduled_for": minute.unix_timestamp() }),
+        ))
+        .execute(self.pool())
+        .await?
+        .rows_affected();
+        Ok(n == 1)
     }
 
     /// The files of a bundle, by path relative to its root.

@@ -38,6 +38,15 @@ fn bad(message: impl Into<String>) -> StepDecision {
 }
 
 #[derive(Debug, sqlx::FromRow)]
+struct ApprovalState {
+    status: String,
+    default_decision: String,
+    decided_by: Option<String>,
+    comment: Option<String>,
+    title: String,
+}
+
+#[derive(Debug, sqlx::FromRow)]
 struct Journaled {
     action: String,
     args: Value,
@@ -438,16 +447,22 @@ async fn resume_waiting(
 ) -> Result<StepDecision, StoreError> {
     match step.action {
         "tocsin.approval" => {
-            let row: Option<(String, String, Option<String>, Option<String>, String)> =
-                sqlx::query_as(
-                    "SELECT status, default_decision, decided_by, comment, title
+            let row: Option<ApprovalState> = sqlx::query_as(
+                "SELECT status, default_decision, decided_by, comment, title
                  FROM approvals WHERE run_id = $1 AND seq = $2",
-                )
-                .bind(step.run_id)
-                .bind(step.seq)
-                .fetch_optional(&mut *tx)
-                .await?;
-            let Some((status, default, decided_by, comment, title)) = row else {
+            )
+            .bind(step.run_id)
+            .bind(step.seq)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some(ApprovalState {
+                status,
+                default_decision: default,
+                decided_by,
+                comment,
+                title,
+            }) = row
+            else {
                 return refuse(tx, step, "approval record missing".to_owned()).await;
             };
             let approved = match status.as_str() {

@@ -1,0 +1,132 @@
+//! Client verbs: talk to a running Tocsin over its REST API, with `TOCSIN_API_URL` and
+//! `TOCSIN_API_KEY` (what `source .tocsin/dev.env` sets) or `--api-url` / `--api-key`.
+
+use anyhow::{Context, bail};
+use serde_json::{Value, json};
+
+/// Where the API is and the key to use.
+#[derive(Debug, Clone)]
+pub struct ApiClient {
+    url: String,
+    key: String,
+    http: reqwest::Client,
+}
+
+impl ApiClient {
+    /// From explicit values or the environment.
+    pub fn new(url: Option<String>, key: Option<String>) -> anyhow::Result<Self> {
+        let url = url
+            .or_else(|| std::env::var("TOCSIN_API_URL").ok())
+            .context("no API URL: pass --api-url or set TOCSIN_API_URL (source .tocsin/dev.env)")?;
+        let key = key
+            .or_else(|| std::env::var("TOCSIN_API_KEY").ok())
+            .context("no API key: pass --api-key or set TOCSIN_API_KEY (source .tocsin/dev.env)")?;
+        let http = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(30))
+            .build()?;
+        Ok(Self {
+            url: url.trim_end_matches('/').to_owned(),
+            key,
+            http,
+        })
+    }
+
+    async fn send(&self, request: reqwest::RequestBuilder) -> anyhow::Result<Value> {
+        let response = request
+            .bearer_auth(&self.key)
+            .send()
+            .await
+            .with_context(|| format!("failed to reach the API at {}", self.url))?;
+        let status = response.status();
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        if !status.is_success() {
+            let detail = body["detail"].as_str().unwrap_or("no detail");
+            bail!("API answered {status}: {detail}");
+        }
+        Ok(body)
+    }
+
+    /// GET `path`.
+    pub async fn get(&self, path: &str) -> anyhow::Result<Value> {
+        self.send(self.http.get(format!("{}{path}", self.url)))
+            .await
+    }
+
+    /// POST `body` to `path`.
+    pub async fn post(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
+        self.send(self.http.post(format!("{}{path}", self.url)).json(body))
+            .await
+    }
+}
+
+/// `tocsin approve|deny ID`.
+pub async fn decide(
+    client: &ApiClient,
+    id: &str,
+    approve: bool,
+    comment: Option<String>,
+) -> anyhow::Result<()> {
+    let decision = if approve { "approve" } else { "deny" };
+    let view = client
+        .post(
+            &format!("/v1/approvals/{id}"),
+            &json!({ "decision": decision, "comment": comment }),
+        )
+        .await?;
+    println!(
+        "approval {} {} (run {})",
+        view["id"].as_str().unwrap_or(id),
+        view["status"].as_str().unwrap_or("?"),
+        view["run_id"].as_str().unwrap_or("?")
+    );
+    Ok(())
+}
+
+/// `tocsin approvals`.
+pub async fn list_approvals(client: &ApiClient, status: &str) -> anyhow::Result<()> {
+    let list = client
+        .get(&format!("/v1/approvals?status={status}"))
+        .await?;
+    let approvals = list["approvals"].as_array().cloned().unwrap_or_default();
+    if approvals.is_empty() {
+        println!("no {status} approvals");
+    }
+    for a in approvals {
+        println!(
+            "{}  {:<9} expires {}  run {}  {}",
+            a["id"].as_str().unwrap_or("?"),
+            a["status"].as_str().unwrap_or("?"),
+            a["expires_at"].as_str().unwrap_or("?"),
+            a["run_id"].as_str().unwrap_or("?"),
+            a["title"].as_str().unwrap_or("")
+        );
+    }
+    Ok(())
+}
+
+/// `tocsin run start PLAYBOOK`.
+pub async fn start_run(
+    client: &ApiClient,
+    playbook: &str,
+    alert: Option<String>,
+    input: Option<String>,
+) -> anyhow::Result<()> {
+    let input: Option<Value> = input
+        .map(|text| serde_json::from_str(&text).context("--input must be JSON"))
+        .transpose()?;
+    let answer = client
+        .post(
+            "/v1/runs",
+            &json!({ "playbook": playbook, "alert_id": alert, "input": input }),
+        )
+        .await?;
+    println!("{}", answer["run_id"].as_str().unwrap_or("?"));
+    Ok(())
+}
+
+/// `tocsin run show ID`.
+pub async fn show_run(client: &ApiClient, id: &str) -> anyhow::Result<()> {
+    let run = client.get(&format!("/v1/runs/{id}")).await?;
+    println!("{}", serde_json::to_string_pretty(&run)?);
+    Ok(())
+}
