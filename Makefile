@@ -26,7 +26,7 @@ test-rust:
 	$(CARGO) test --workspace --locked
 
 test-python:
-	cd playbooks && $(PYTHON) -m pytest sdk/tests -q -p no:cacheprovider
+	cd playbooks && $(PYTHON) -m pytest sdk/tests tests -q -p no:cacheprovider
 
 fmt:
 	$(CARGO) fmt --all

@@ -47,6 +47,8 @@ pub struct DevEnv {
     pub nats_url: String,
     /// Database URL.
     pub database_url: String,
+    /// Secrets master key (so `tocsin secret set` works from another shell).
+    pub master_key: String,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -55,11 +57,15 @@ struct SavedState {
     pg_port: Option<u16>,
     ingest_key: Option<String>,
     api_key: Option<String>,
+    master_key: Option<String>,
 }
 
 /// A running dev environment.
 #[derive(Debug)]
 pub struct Dev {
+    /// What the redeploy watcher needs: the store config, worker settings, the directory
+    /// and the hash currently live.
+    pub watch: WatchState,
     /// The services.
     pub stack: Stack,
     /// Endpoints and keys.
@@ -172,6 +178,13 @@ impl Dev {
         let api_key = reuse_or_create_key(&store, KeyKind::Api, saved.api_key.take()).await?;
         saved.ingest_key = Some(ingest_key.clone());
         saved.api_key = Some(api_key.clone());
+        if config.secrets.master_key.is_none() {
+            let key = saved
+                .master_key
+                .get_or_insert_with(tocsin_store::secrets::MasterKey::generate_base64)
+                .clone();
+            config.secrets.master_key = Some(tocsin_core::config::Secret::new(key));
+        }
         secret_file(&state_file, &serde_json::to_string_pretty(&saved)?)?;
 
         if config.worker.sdk_path.is_none() {
@@ -191,6 +204,11 @@ impl Dev {
         .await?;
         tracing::info!(hash = %deployed.hash, playbooks = deployed.playbooks.len(), "playbooks deployed");
         store.close().await;
+        let watch = WatchState {
+            config: config.clone(),
+            playbooks: options.playbooks.clone(),
+            live_hash: deployed.hash.clone(),
+        };
 
         config.ingest.listen = options.ingest_addr;
         config.api.listen = options.api_addr;
@@ -202,10 +220,17 @@ impl Dev {
             api_key,
             nats_url: config.nats.url.clone(),
             database_url: config.postgres.url.expose().to_owned(),
+            master_key: config
+                .secrets
+                .master_key
+                .as_ref()
+                .map(|k| k.expose().to_owned())
+                .unwrap_or_default(),
         };
         let env_file = data_dir.join("dev.env");
         secret_file(&env_file, &render_env(&env))?;
         Ok(Self {
+            watch,
             stack,
             env,
             nats,
@@ -254,7 +279,75 @@ fn render_env(env: &DevEnv) -> String {
          export TOCSIN_INGEST_KEY='{}'\n\
          export TOCSIN_API_KEY='{}'\n\
          export TOCSIN_NATS_URL='{}'\n\
-         export TOCSIN_DATABASE_URL='{}'\n",
-        env.ingest_url, env.api_url, env.ingest_key, env.api_key, env.nats_url, env.database_url
+         export TOCSIN_DATABASE_URL='{}'\n\
+         export TOCSIN_SECRETS__MASTER_KEY='{}'\n",
+        env.ingest_url,
+        env.api_url,
+        env.ingest_key,
+        env.api_key,
+        env.nats_url,
+        env.database_url,
+        env.master_key
     )
+}
+
+/// State of the playbook watcher of `tocsin dev`.
+#[derive(Debug, Clone)]
+pub struct WatchState {
+    config: StackConfig,
+    playbooks: PathBuf,
+    live_hash: String,
+}
+
+/// Redeploys the playbook directory whenever its bundle content changes (checked every
+/// second). A bundle that fails to load is reported with file and line and the previous
+/// one stays live.
+pub async fn watch_playbooks(mut state: WatchState, shutdown: Shutdown) {
+    let mut reported_failure: Option<String> = None;
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+        }
+        let dir = state.playbooks.clone();
+        let files =
+            tokio::task::spawn_blocking(move || tocsin_worker::deploy::collect_files(&dir)).await;
+        let hash = match files {
+            Ok(Ok(files)) => tocsin_store::bundles::content_hash(&files),
+            // A half-saved tree (or an editor's temp files) settles on the next tick.
+            _ => continue,
+        };
+        if hash == state.live_hash || reported_failure.as_deref() == Some(hash.as_str()) {
+            continue;
+        }
+        let result = async {
+            let store = Store::connect(&state.config.postgres).await?;
+            let deployed = deploy_playbooks(
+                &store,
+                &state.config.worker,
+                DEV_TENANT,
+                &state.playbooks,
+                "tocsin dev (file change)",
+            )
+            .await;
+            store.close().await;
+            deployed
+        }
+        .await;
+        match result {
+            Ok(deployed) => {
+                println!(
+                    "playbooks redeployed: bundle {} ({} playbooks)",
+                    &deployed.hash[..12],
+                    deployed.playbooks.len()
+                );
+                state.live_hash = deployed.hash;
+                reported_failure = None;
+            }
+            Err(error) => {
+                eprintln!("playbooks not redeployed (the previous bundle stays live): {error:#}");
+                reported_failure = Some(hash);
+            }
+        }
+    }
 }

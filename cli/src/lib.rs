@@ -62,6 +62,9 @@ enum Command {
     /// Manage API and ingest keys.
     #[command(subcommand)]
     Key(KeyCommand),
+    /// Manage tenant secrets for playbooks (`run.secrets["NAME"]`), encrypted at rest.
+    #[command(subcommand)]
+    Secret(SecretCommand),
     /// Approve a pending approval (client verb: uses TOCSIN_API_URL / TOCSIN_API_KEY).
     Approve(DecideArgs),
     /// Deny a pending approval.
@@ -191,6 +194,38 @@ enum RunCommand {
         api: ApiArgs,
         /// Run id.
         id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum SecretCommand {
+    /// Set a secret; the value is read from standard input (never from the command line).
+    Set {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// Secret name.
+        name: String,
+        /// Tenant.
+        #[arg(long, default_value = "default")]
+        tenant: String,
+    },
+    /// List secret names.
+    List {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// Tenant.
+        #[arg(long, default_value = "default")]
+        tenant: String,
+    },
+    /// Delete a secret.
+    Delete {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// Secret name.
+        name: String,
+        /// Tenant.
+        #[arg(long, default_value = "default")]
+        tenant: String,
     },
 }
 
@@ -419,6 +454,44 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             eprintln!("key {} created; it is shown only this once", key.id);
             Ok(())
         }
+        Command::Secret(SecretCommand::Set {
+            config,
+            name,
+            tenant,
+        }) => {
+            let config: StackConfig = load(&config)?;
+            let key = master_key(&config)?;
+            let mut value = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut value)
+                .context("failed to read the secret value from standard input")?;
+            let value = value.strip_suffix('\n').unwrap_or(&value);
+            let store = connect(&config).await?;
+            store.set_secret(&key, &tenant, &name, value).await?;
+            println!("secret {name} set for tenant {tenant}");
+            Ok(())
+        }
+        Command::Secret(SecretCommand::List { config, tenant }) => {
+            let config: StackConfig = load(&config)?;
+            let store = connect(&config).await?;
+            for name in store.secret_names(&tenant).await? {
+                println!("{name}");
+            }
+            Ok(())
+        }
+        Command::Secret(SecretCommand::Delete {
+            config,
+            name,
+            tenant,
+        }) => {
+            let config: StackConfig = load(&config)?;
+            let store = connect(&config).await?;
+            let existed = store.delete_secret(&tenant, &name).await?;
+            println!(
+                "secret {name} {}",
+                if existed { "deleted" } else { "did not exist" }
+            );
+            Ok(())
+        }
         Command::Dev(args) => {
             let config: StackConfig = load(&args.config)?;
             let _guard = tocsin_core::telemetry::init(&config.telemetry, "tocsin-dev");
@@ -454,6 +527,13 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
     }
 }
 
+fn master_key(config: &StackConfig) -> anyhow::Result<tocsin_store::secrets::MasterKey> {
+    let key = config.secrets.master_key.as_ref().context(
+        "no master key: set TOCSIN_SECRETS__MASTER_KEY (source .tocsin/dev.env for tocsin dev)",
+    )?;
+    Ok(tocsin_store::secrets::MasterKey::from_base64(key.expose())?)
+}
+
 async fn connect(config: &StackConfig) -> anyhow::Result<Store> {
     Store::connect(&config.postgres).await.context(
         "failed to connect to postgres (set TOCSIN_DATABASE_URL, or source .tocsin/dev.env)",
@@ -474,6 +554,8 @@ async fn run_dev(config: StackConfig, options: &DevOptions) -> anyhow::Result<()
         "  source {} to use the stack from another shell; Ctrl-C stops everything",
         Path::new(&options.data_dir).join("dev.env").display()
     );
+    let watcher = shutdown.child();
+    let watch = tokio::spawn(dev::watch_playbooks(dev.watch.clone(), watcher.clone()));
     tokio::select! {
         () = tocsin_core::shutdown::signal() => {}
         (name, result) = dev.stack.first_exit() => {
@@ -483,5 +565,7 @@ async fn run_dev(config: StackConfig, options: &DevOptions) -> anyhow::Result<()
             }
         }
     }
+    watcher.cancel();
+    let _ = watch.await;
     dev.stop().await
 }

@@ -7,7 +7,9 @@ use std::path::Path;
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use tocsin_core::Shutdown;
-use tocsin_core::config::{NatsConfig, PostgresConfig, ShutdownConfig, TelemetryConfig, Validate};
+use tocsin_core::config::{
+    NatsConfig, PostgresConfig, SecretsConfig, ShutdownConfig, TelemetryConfig, Validate,
+};
 use tokio::task::JoinHandle;
 
 /// Configuration of the whole platform in one process: every service section plus the
@@ -28,6 +30,8 @@ pub struct StackConfig {
     pub nats: NatsConfig,
     /// PostgreSQL.
     pub postgres: PostgresConfig,
+    /// Secret storage.
+    pub secrets: SecretsConfig,
     /// Logging.
     pub telemetry: TelemetryConfig,
     /// Draining.
@@ -63,6 +67,7 @@ impl StackConfig {
             worker: self.worker.clone(),
             nats: self.nats.clone(),
             postgres: self.postgres.clone(),
+            secrets: self.secrets.clone(),
             telemetry: self.telemetry.clone(),
             shutdown: self.shutdown.clone(),
         }

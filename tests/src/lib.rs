@@ -110,6 +110,8 @@ pub struct Options {
     pub playbooks: Vec<(&'static str, String)>,
     /// Adjusts the stack config before start.
     pub configure: Box<dyn FnOnce(&mut StackConfig) + Send>,
+    /// Secrets of [`TENANT`] (name, value).
+    pub secrets: Vec<(String, String)>,
 }
 
 impl Options {
@@ -119,7 +121,15 @@ impl Options {
             runner,
             playbooks: Vec::new(),
             configure: Box::new(|_| {}),
+            secrets: Vec::new(),
         }
+    }
+
+    /// Adds a secret of [`TENANT`].
+    #[must_use]
+    pub fn secret(mut self, name: &str, value: &str) -> Self {
+        self.secrets.push((name.to_owned(), value.to_owned()));
+        self
     }
 
     /// Adds a playbook module.
@@ -186,11 +196,20 @@ impl TestStack {
         config.worker.runners = 2;
         config.worker.runs_per_runner = 8;
         config.shutdown.grace = Duration::from_secs(10);
+        config.secrets.master_key = Some(Secret::new(
+            tocsin_store::secrets::MasterKey::generate_base64(),
+        ));
         (options.configure)(&mut config);
 
         let store = Store::connect(&config.postgres).await?;
         store.migrate().await?;
         store.ensure_tenant(TENANT, "Test tenant").await?;
+        if let Some(key) = &config.secrets.master_key {
+            let key = tocsin_store::secrets::MasterKey::from_base64(key.expose())?;
+            for (name, value) in &options.secrets {
+                store.set_secret(&key, TENANT, name, value).await?;
+            }
+        }
         let ingest_key = store
             .create_key(TENANT, KeyKind::Ingest, "test")
             .await?

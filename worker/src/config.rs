@@ -4,7 +4,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tocsin_core::config::{NatsConfig, PostgresConfig, ShutdownConfig, TelemetryConfig, Validate};
+use tocsin_core::config::{
+    NatsConfig, PostgresConfig, SecretsConfig, ShutdownConfig, TelemetryConfig, Validate,
+};
 
 /// Worker configuration.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -16,6 +18,8 @@ pub struct Config {
     pub nats: NatsConfig,
     /// PostgreSQL.
     pub postgres: PostgresConfig,
+    /// Tenant secrets handed to runs.
+    pub secrets: SecretsConfig,
     /// Logging.
     pub telemetry: TelemetryConfig,
     /// Draining.
@@ -105,6 +109,7 @@ impl Validate for Config {
         }
         self.nats.validate(problems);
         self.postgres.validate(problems);
+        self.secrets.validate(problems);
         self.telemetry.validate(problems);
         self.shutdown.validate(problems);
     }

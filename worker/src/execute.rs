@@ -29,6 +29,8 @@ pub(crate) struct Executor {
     pub(crate) hard_deadline_margin: Duration,
     /// Deliveries after which a job that keeps failing is dead-lettered.
     pub(crate) max_deliver: i64,
+    /// Decrypts tenant secrets for runs; `None` when no master key is configured.
+    pub(crate) master_key: Option<tocsin_store::secrets::MasterKey>,
     /// Cancelled when the shutdown grace for in-flight runs has passed.
     pub(crate) hand_back: CancellationToken,
 }
@@ -200,6 +202,17 @@ async fn execute(
         &run.bundle_hash,
     )
     .await?;
+    let secrets_json = match &exec.master_key {
+        Some(key) => match exec.store.tenant_secrets(key, &run.tenant_id).await {
+            Ok(secrets) => serde_json::to_string(&secrets).unwrap_or_else(|_| "{}".to_owned()),
+            Err(tocsin_store::secrets::SecretError::Store(e)) => return Err(e.into()),
+            Err(error) => {
+                let error = error.to_string();
+                return finish(exec, run, RunStatus::Failed, None, Some(&error), None).await;
+            }
+        },
+        None => "{}".to_owned(),
+    };
     let mut handle = exec
         .pool
         .start_run(v1::StartRun {
@@ -211,6 +224,7 @@ async fn execute(
             attempt: u32::try_from(run.attempts).unwrap_or(u32::MAX),
             alert_json,
             trigger: run.trigger.clone(),
+            secrets_json,
             input_json: run
                 .input
                 .as_ref()
@@ -376,7 +390,7 @@ async fn on_event(
                 .status
                 .parse::<RunStatus>()
                 .unwrap_or(RunStatus::Failed);
-            let status = if status.is_terminal() {
+            let status = if status.is_terminal() || status.is_suspended() {
                 status
             } else {
                 RunStatus::Failed

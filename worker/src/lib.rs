@@ -50,6 +50,9 @@ pub enum WorkerError {
     /// The runner program could not be determined.
     #[error("failed to locate the runner program")]
     RunnerProgram(#[source] std::io::Error),
+    /// The secrets master key is invalid.
+    #[error(transparent)]
+    MasterKey(#[from] tocsin_store::secrets::SecretError),
     /// No runner process became ready.
     #[error("runner processes did not start")]
     Runners(#[from] pool::PoolError),
@@ -78,6 +81,12 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), WorkerError> 
     tocsin_core::nats::ensure_streams_with_retry(&js, &config.nats, config.nats.connect_timeout)
         .await?;
     let store = tocsin_store::Store::connect(&config.postgres).await?;
+    let master_key = config
+        .secrets
+        .master_key
+        .as_ref()
+        .map(|k| tocsin_store::secrets::MasterKey::from_base64(k.expose()))
+        .transpose()?;
     let section = &config.worker;
     let pool = RunnerPool::start(runner_spec(section)?, section.runners);
     if let Err(error) = pool.wait_ready(section.runner_start_timeout).await {
@@ -92,6 +101,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), WorkerError> 
         ack_wait: section.ack_wait,
         hard_deadline_margin: section.hard_deadline_margin,
         max_deliver: section.max_deliver,
+        master_key,
         hand_back: hand_back.clone(),
     });
     let result = consume(&config, &js, exec, &shutdown, &hand_back).await;

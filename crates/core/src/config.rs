@@ -187,6 +187,30 @@ impl Validate for PostgresConfig {
     }
 }
 
+/// Secret storage settings.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SecretsConfig {
+    /// Master key encrypting tenant secrets: 32 random bytes, base64
+    /// (`openssl rand -base64 32`). Without it, playbooks see no secrets and `tocsin secret
+    /// set` refuses to store any. `tocsin dev` generates one under its data dir.
+    pub master_key: Option<Secret>,
+}
+
+impl Validate for SecretsConfig {
+    fn validate(&self, problems: &mut Vec<String>) {
+        if let Some(key) = &self.master_key {
+            let ok = key.expose().trim().len() == 44 && key.expose().trim().ends_with('=');
+            if !ok {
+                problems.push(
+                    "secrets.master_key must be 32 bytes, base64-encoded (44 characters)"
+                        .to_owned(),
+                );
+            }
+        }
+    }
+}
+
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

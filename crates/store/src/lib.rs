@@ -11,6 +11,7 @@ pub mod dispatch;
 mod error;
 pub mod keys;
 pub mod runs;
+pub mod secrets;
 pub mod system;
 pub mod tenants;
 

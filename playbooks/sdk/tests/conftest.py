@@ -10,10 +10,10 @@ sys.dont_write_bytecode = True
 
 TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 SDK_DIR = os.path.dirname(TESTS_DIR)
-PLAYBOOKS_DIR = os.path.dirname(SDK_DIR)
-REPO_DIR = os.path.dirname(PLAYBOOKS_DIR)
-DEMO_ALERTS = os.path.join(REPO_DIR, "deploy", "demo", "alerts.ndjson")
 
 for path in (SDK_DIR, TESTS_DIR):
     if path not in sys.path:
         sys.path.insert(0, path)
+
+# Re-exported for compatibility; test modules import them from sdk_paths.
+from sdk_paths import DEMO_ALERTS, PLAYBOOKS_DIR, REPO_DIR  # noqa: E402,F401

@@ -20,6 +20,23 @@ def execute_all(run_id: str, seq: int, action: str, args_json: str, idempotent: 
     return {"decision": "execute"}
 
 
+def platform(results: dict[str, Any] | None = None) -> Callable[..., Decision]:
+    """A ``decide`` that executes actions and replays system steps (``tocsin.*``)
+    with ``results[name]`` (a JSON value, or a callable(args) returning a
+    decision dict), like the worker does once the effect is done."""
+    results = results or {}
+
+    def decide(run_id: str, seq: int, action: str, args_json: str, idempotent: bool) -> Decision:
+        if not action.startswith("tocsin."):
+            return {"decision": "execute"}
+        value = results.get(action)
+        if callable(value):
+            return value(json.loads(args_json))
+        return {"decision": "replay", "result_json": None if value is None else json.dumps(value)}
+
+    return decide
+
+
 class FakeHost:
     """Records every call; answers ``step_intent`` through ``decide``.
 
@@ -28,8 +45,10 @@ class FakeHost:
     the step waiting. Argument types are checked against the host contract.
     """
 
-    def __init__(self, decide: Callable[..., Decision] = execute_all) -> None:
+    def __init__(self, decide: Callable[..., Decision] = execute_all,
+                 http: Callable[..., dict[str, Any] | None] | None = None) -> None:
         self.decide = decide
+        self.http = http
         self.calls: list[tuple[Any, ...]] = []
         self.submit: Callable[[str, str], None] | None = None
 
@@ -66,6 +85,21 @@ class FakeHost:
         _types(run_id=(run_id, str), status=(status, str), result_json=(result_json, (str, type(None))),
                error=(error, (str, type(None))), traceback=(traceback, (str, type(None))))
         self.calls.append(("run_finished", run_id, status, result_json, error, traceback))
+
+    def http_request(self, request_id: str, method: str, url: str, headers_json: str, body: bytes | None,
+                     timeout_s: float) -> None:
+        """Answers through ``http(request_id, method, url, headers, body, timeout_s)``,
+        which returns the ``http_response`` payload (without request_id) or
+        ``None`` to leave the request unanswered."""
+        _types(request_id=(request_id, str), method=(method, str), url=(url, str),
+               headers_json=(headers_json, str), body=(body, (bytes, type(None))), timeout_s=(timeout_s, float))
+        headers = json.loads(headers_json)
+        assert isinstance(headers, list) and all(isinstance(h, list) and len(h) == 2 for h in headers)
+        self.calls.append(("http_request", request_id, method, url, headers_json, body, timeout_s))
+        response = self.http(request_id, method, url, headers, body, timeout_s) if self.http else None
+        if response is not None:
+            assert self.submit is not None, "attach() was not called"
+            self.submit("http_response", json.dumps({"request_id": request_id, **response}))
 
     def inspect_result(self, request_id: str, playbooks_json: str | None, error: str | None) -> None:
         _types(request_id=(request_id, str), playbooks_json=(playbooks_json, (str, type(None))),
@@ -112,13 +146,14 @@ class Harness:
         self.runtime._dispatch(kind, json.dumps(payload))
 
     def start(self, bundle_dir: str, bundle_hash: str, playbook: str, alert: dict[str, Any] | None = None,
-              run_id: str | None = None, attempt: int = 1, tenant: str = "acme") -> str:
+              run_id: str | None = None, attempt: int = 1, tenant: str = "acme", **extra: Any) -> str:
+        """Send ``start_run``; ``extra`` adds payload keys (``input``, ``secrets``, ``trigger``)."""
         run_id = run_id or f"run-{uuid.uuid4().hex[:8]}"
         if alert is None:
             alert = {"id": "a-1", "tenant": tenant, "source": "test", "title": "t", "severity": "high",
                      "observables": [{"type": "ip", "value": "10.0.0.1"}]}
         self.send("start_run", run_id=run_id, tenant=tenant, playbook=playbook, bundle_dir=str(bundle_dir),
-                  bundle_hash=bundle_hash, attempt=attempt, alert=alert)
+                  bundle_hash=bundle_hash, attempt=attempt, alert=alert, **extra)
         return run_id
 
     async def wait_finished(self, run_id: str, timeout: float = 5.0) -> dict[str, Any]:
@@ -153,3 +188,18 @@ def make_bundle(root: str | os.PathLike[str], files: dict[str, str]) -> str:
 
 def new_hash() -> str:
     return uuid.uuid4().hex + uuid.uuid4().hex
+
+
+def run_one(bundle: tuple[str, str], playbook: str, host: FakeHost | None = None,
+            **kwargs: Any) -> tuple[dict[str, Any], FakeHost, str]:
+    """Start one run of ``playbook`` from ``bundle`` (``(dir, hash)``) on a fresh
+    runtime; returns ``(finished, host, run_id)``."""
+    host = host or FakeHost()
+
+    async def main() -> tuple[dict[str, Any], str]:
+        async with Harness(host) as h:
+            run_id = h.start(*bundle, playbook, **kwargs)
+            return await h.wait_finished(run_id), run_id
+
+    finished, run_id = asyncio.run(main())
+    return finished, host, run_id

@@ -137,7 +137,10 @@ def test_describe_relative_file():
 
     info = pb.describe(os.path.dirname(__file__))
     assert info["file"] == os.path.basename(__file__)
-    assert set(info) == {"name", "module", "function", "trigger", "when", "priority", "timeout_s", "file", "line"}
+    assert set(info) == {
+        "name", "module", "function", "trigger", "when", "tenants", "enabled", "priority", "timeout_s", "file", "line"
+    }
+    assert (info["tenants"], info["enabled"]) == ("*", True)
 
 
 def test_matches_uses_reference_semantics():

@@ -480,6 +480,8 @@ def test_inspect_success(bundle):
         "function": "ok",
         "trigger": "alert",
         "when": None,
+        "tenants": "*",
+        "enabled": True,
         "priority": "normal",
         "timeout_s": 300.0,
         "file": "flows.py",

@@ -2,7 +2,7 @@
 
 ``@playbook`` turns an ``async def f(alert, run)`` into a :class:`Playbook`:
 the same coroutine function, plus the metadata the platform needs to schedule
-it (trigger, ``when`` condition, priority, timeout, source location).
+it (trigger, ``when`` condition, tenants, priority, timeout, source location).
 
 ``@action`` turns an ``async def`` into an :class:`Action`. Outside a run
 managed by the Tocsin runtime, calling it simply awaits the function with the
@@ -24,19 +24,33 @@ import os
 import re
 import time
 import types
-from typing import Any, Awaitable, Callable, Coroutine, Mapping
+import uuid
+from typing import Any, Awaitable, Callable, Coroutine, Iterable, Mapping
 
+from ._cron import CronSchedule, parse_cron
 from ._duration import format_seconds, parse_duration
-from ._run import RunState, current_run_state, set_current_run_state
-from ._types import ActionFailed, RunAborted
+from ._run import (
+    RunState,
+    current_run_state,
+    current_step_key,
+    current_test_session,
+    set_current_run_state,
+    set_current_step_key,
+)
 from ._when import evaluate, validate_when
 
-__all__ = ["Playbook", "Action", "playbook", "action", "TRIGGERS", "PRIORITIES"]
+__all__ = ["Playbook", "Action", "playbook", "action", "TRIGGERS", "SCHEDULE_PREFIX", "PRIORITIES", "TENANT_RE"]
 
-#: Accepted values of ``@playbook(trigger=...)``.
+#: Fixed values of ``@playbook(trigger=...)``; ``"schedule:<cron>"`` is accepted too.
 TRIGGERS: tuple[str, ...] = ("alert", "manual")
+#: Prefix of scheduled triggers: ``"schedule:*/15 * * * *"`` (5-field cron, UTC).
+SCHEDULE_PREFIX = "schedule:"
 #: Accepted values of ``@playbook(priority=...)``.
 PRIORITIES: tuple[str, ...] = ("low", "normal", "high")
+#: Tenant identifiers accepted in ``@playbook(tenants=[...])``.
+TENANT_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
+#: Step names reserved for system steps (case updates, approvals, sleeps).
+_RESERVED_PREFIX = "tocsin."
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,127}$")
 _logger = logging.getLogger("tocsin.action")
@@ -77,7 +91,10 @@ class Playbook:
     Calling the object calls the original function, so ``await pb(alert, run)``
     works in tests.
 
-    Attributes: ``name``, ``trigger``, ``when`` (normalised dict or ``None``),
+    Attributes: ``name``, ``trigger`` (``"alert"``, ``"manual"`` or
+    ``"schedule:<cron>"``), ``schedule`` (the parsed :class:`CronSchedule` of
+    a scheduled playbook, else ``None``), ``when`` (normalised dict or
+    ``None``), ``tenants`` (``"*"`` or a list of tenant ids), ``enabled``,
     ``priority``, ``timeout`` (seconds, float), ``func``, ``module`` (the
     defining module's ``__name__``), ``function`` (the function's name),
     ``file`` (absolute source path) and ``line`` (first line, i.e. the first
@@ -93,8 +110,12 @@ class Playbook:
         when: Mapping[str, Any] | None = None,
         priority: str = "normal",
         timeout: str | float = "5m",
+        tenants: str | Iterable[str] = "*",
+        enabled: bool = True,
     ) -> None:
-        options = _playbook_options(name=name, trigger=trigger, when=when, priority=priority, timeout=timeout)
+        options = _playbook_options(
+            name=name, trigger=trigger, when=when, priority=priority, timeout=timeout, tenants=tenants, enabled=enabled
+        )
         self._init(func, options)
 
     def _init(self, func: Callable[..., Any], options: dict[str, Any]) -> None:
@@ -109,7 +130,10 @@ class Playbook:
         self.func = func
         self.name: str = options["name"] or _check_name(func.__name__, "playbook")
         self.trigger: str = options["trigger"]
+        self.schedule: CronSchedule | None = options["schedule"]
         self.when: dict[str, Any] | None = options["when"]
+        self.tenants: str | list[str] = options["tenants"]
+        self.enabled: bool = options["enabled"]
         self.priority: str = options["priority"]
         self.timeout: float = options["timeout"]
         self.module: str = func.__module__
@@ -137,7 +161,8 @@ class Playbook:
     def matches(self, alert: Any) -> bool:
         """Whether ``alert`` satisfies this playbook's ``when`` condition
         (reference semantics, see :mod:`tocsin._when`). Always false for
-        manual playbooks."""
+        manual and scheduled playbooks. ``tenants`` and ``enabled`` are not
+        taken into account."""
         return self.trigger == "alert" and evaluate(self.when, alert)
 
     def describe(self, root: str | None = None) -> dict[str, Any]:
@@ -156,6 +181,8 @@ class Playbook:
             "function": self.function,
             "trigger": self.trigger,
             "when": self.when,
+            "tenants": self.tenants if isinstance(self.tenants, str) else list(self.tenants),
+            "enabled": self.enabled,
             "priority": self.priority,
             "timeout_s": self.timeout,
             "file": file,
@@ -174,22 +201,74 @@ def _relative_path(path: str, root: str) -> str:
     return rel.replace(os.sep, "/")
 
 
+def _check_trigger(trigger: object) -> tuple[str, CronSchedule | None]:
+    """Validate a trigger; returns ``(normalised trigger, schedule or None)``."""
+    if isinstance(trigger, str) and trigger in TRIGGERS:
+        return trigger, None
+    if isinstance(trigger, str) and trigger.startswith(SCHEDULE_PREFIX):
+        try:
+            schedule = parse_cron(trigger[len(SCHEDULE_PREFIX) :])
+        except ValueError as exc:
+            raise ValueError(f"playbook trigger {trigger!r}: {exc}") from None
+        return SCHEDULE_PREFIX + schedule.expression, schedule
+    raise ValueError(
+        f"playbook trigger {trigger!r} is not supported; expected 'alert', 'manual' or "
+        "'schedule:<cron>' (5-field UTC cron, e.g. 'schedule:*/15 * * * *')"
+    )
+
+
+def _check_tenants(tenants: object) -> str | list[str]:
+    if tenants == "*":
+        return "*"
+    if isinstance(tenants, str):
+        raise ValueError(
+            f"playbook tenants {tenants!r} is invalid: use '*' for every tenant or a list of tenant ids, "
+            f"e.g. tenants=[{tenants!r}]"
+        )
+    if isinstance(tenants, Mapping) or not isinstance(tenants, Iterable):
+        raise ValueError(f"playbook tenants must be '*' or a list of tenant ids, got {type(tenants).__name__}")
+    result: list[str] = []
+    for tenant in tenants:
+        if not isinstance(tenant, str) or not TENANT_RE.fullmatch(tenant):
+            raise ValueError(
+                f"playbook tenants: invalid tenant id {tenant!r}; tenant ids are 1-63 characters among "
+                "lower-case letters, digits and '-', starting with a letter or digit"
+            )
+        if tenant not in result:
+            result.append(tenant)
+    if not result:
+        raise ValueError("playbook tenants: the list is empty; use '*' for every tenant or list at least one id")
+    return result
+
+
 def _playbook_options(
-    *, name: object, trigger: object, when: object, priority: object, timeout: object
+    *,
+    name: object,
+    trigger: object,
+    when: object,
+    priority: object,
+    timeout: object,
+    tenants: object = "*",
+    enabled: object = True,
 ) -> dict[str, Any]:
     if name is not None:
         _check_name(name, "playbook")
-    if trigger not in TRIGGERS:
-        raise ValueError(f"playbook trigger {trigger!r} is not supported; expected one of {', '.join(TRIGGERS)}")
+    trigger, schedule = _check_trigger(trigger)
     if priority not in PRIORITIES:
         raise ValueError(f"playbook priority {priority!r} is invalid; expected one of {', '.join(PRIORITIES)}")
     normalized_when = validate_when(when)
-    if trigger == "manual" and normalized_when is not None:
-        raise ValueError("when: a playbook with trigger='manual' cannot have a 'when' condition")
+    if trigger != "alert" and normalized_when is not None:
+        kind = "manual" if trigger == "manual" else "schedule:..."
+        raise ValueError(f"when: a playbook with trigger='{kind}' cannot have a 'when' condition")
+    if not isinstance(enabled, bool):
+        raise ValueError(f"playbook enabled must be a bool, got {enabled!r}")
     return {
         "name": name,
         "trigger": trigger,
+        "schedule": schedule,
         "when": normalized_when,
+        "tenants": _check_tenants(tenants),
+        "enabled": enabled,
         "priority": priority,
         "timeout": parse_duration(timeout, field="playbook timeout"),
     }
@@ -204,21 +283,31 @@ def playbook(
     when: Mapping[str, Any] | None = None,
     priority: str = "normal",
     timeout: str | float = "5m",
+    tenants: str | Iterable[str] = "*",
+    enabled: bool = True,
 ) -> Any:
     """Declare a playbook.
 
     Use as ``@playbook`` or ``@playbook(name=..., trigger=..., when=...,
-    priority=..., timeout=...)`` on an ``async def f(alert, run)``.
+    tenants=..., enabled=..., priority=..., timeout=...)`` on an
+    ``async def f(alert, run)``.
 
     :param name: unique name within the bundle (default: the function name).
-    :param trigger: ``"alert"`` (run for matching alerts) or ``"manual"``
-        (started by an operator; the playbook receives ``alert=None``).
-    :param when: condition on the alert, see :mod:`tocsin._when`.
+    :param trigger: ``"alert"`` (run for matching alerts), ``"manual"``
+        (started by an operator; the playbook receives ``alert=None``) or
+        ``"schedule:<cron>"`` (a 5-field cron expression in UTC, e.g.
+        ``"schedule:0 6 * * 1-5"``; the playbook receives ``alert=None``).
+    :param when: condition on the alert (alert triggers only), see :mod:`tocsin._when`.
+    :param tenants: ``"*"`` (every tenant) or a list of tenant ids the
+        playbook applies to.
+    :param enabled: ``False`` deploys the playbook without scheduling it.
     :param priority: ``"low"``, ``"normal"`` or ``"high"``.
     :param timeout: maximum run duration, e.g. ``"30s"``, ``"5m"`` or seconds.
     :raises ValueError: on invalid metadata. :raises TypeError: on a non-async function.
     """
-    options = _playbook_options(name=name, trigger=trigger, when=when, priority=priority, timeout=timeout)
+    options = _playbook_options(
+        name=name, trigger=trigger, when=when, priority=priority, timeout=timeout, tenants=tenants, enabled=enabled
+    )
 
     def decorate(f: Callable[..., Any]) -> Playbook:
         return Playbook._from_options(f, options)
@@ -288,30 +377,59 @@ class Action:
         bound = self._signature.bind(*args, **kwargs)
         state = current_run_state()
         if state is None:
-            return self._call_local(args, kwargs)
+            return self._call_local(bound, args, kwargs)
         if state.closed:
             return self._refuse_closed(state)
         bound.apply_defaults()
         seq = state.next_seq()
-        args_json = json.dumps(bound.arguments, sort_keys=True, separators=(",", ":"), default=str)
-        return self._call_journaled(state, seq, args_json, args, kwargs)
+        return self._call_journaled(state, seq, _args_json(bound.arguments), args, kwargs)
 
     # -- execution -----------------------------------------------------------
 
-    async def _call_local(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        result, _attempts = await self._run_attempts(args, kwargs, isolate=False)
-        return result
+    async def _call_local(self, bound: inspect.BoundArguments, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """A call outside the journal: outside any run, or from inside another
+        action's body (where it shares the enclosing step's idempotency key)."""
+        token = set_current_step_key(f"local:{uuid.uuid4().hex}") if current_step_key() is None else None
+        try:
+            session = current_test_session()
+            if session is None:
+                result, _attempts = await self._run_attempts(args, kwargs, isolate=False)
+                return result
+            # Under tocsin.testing: apply stubs and record the call.
+            stub = session.stub_for(self.name)
+            bound.apply_defaults()
+            try:
+                arguments = json.loads(_args_json(bound.arguments))
+            except (TypeError, ValueError):  # e.g. a circular structure: record reprs instead
+                arguments = {name: repr(value) for name, value in bound.arguments.items()}
+            try:
+                if stub is not None:
+                    result = await self._invoke_once(args, kwargs, isolate=False, body=stub)
+                else:
+                    result, _attempts = await self._run_attempts(args, kwargs, isolate=False)
+            except asyncio.CancelledError:
+                raise
+            except BaseException as exc:
+                session.record_call(self.name, arguments, None, _describe_error(exc), stubbed=stub is not None)
+                raise
+            session.record_call(self.name, arguments, result, None, stubbed=stub is not None)
+            return result
+        finally:
+            if token is not None:
+                token.var.reset(token)
 
     async def _refuse_closed(self, state: RunState) -> Any:
         raise asyncio.CancelledError(f"run {state.run_id} has already finished; action {self.name!r} not started")
 
-    async def _run_attempts(self, args: tuple[Any, ...], kwargs: dict[str, Any], *, isolate: bool) -> tuple[Any, int]:
+    async def _run_attempts(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any], *, isolate: bool, step_key: str | None = None
+    ) -> tuple[Any, int]:
         """Run the body with timeout, retrying on ``Exception`` with
         exponential backoff. Returns ``(result, attempts)``; re-raises the last
         exception when every attempt failed."""
         for index in range(self.retries + 1):
             try:
-                return await self._invoke_once(args, kwargs, isolate=isolate), index + 1
+                return await self._invoke_once(args, kwargs, isolate=isolate, step_key=step_key), index + 1
             except Exception as exc:
                 if index == self.retries:
                     raise
@@ -326,13 +444,24 @@ class Action:
                 await asyncio.sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _invoke_once(self, args: tuple[Any, ...], kwargs: dict[str, Any], *, isolate: bool) -> Any:
-        coro = self.func(*args, **kwargs)
+    async def _invoke_once(
+        self,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        *,
+        isolate: bool,
+        step_key: str | None = None,
+        body: Callable[..., Coroutine[Any, Any, Any]] | None = None,
+    ) -> Any:
+        coro = (body or self.func)(*args, **kwargs)
         if isolate:
             # The body runs outside the run's journal: actions it calls
             # internally are plain local calls, so replays stay deterministic.
+            # It sees the step's idempotency key.
             context = contextvars.copy_context()
             context.run(set_current_run_state, None)
+            if step_key is not None:
+                context.run(set_current_step_key, step_key)
             awaitable: Awaitable[Any] = asyncio.get_running_loop().create_task(coro, context=context)
         else:
             awaitable = coro
@@ -352,42 +481,12 @@ class Action:
         task = asyncio.current_task()
         state.track_step(task)
         try:
-            decision = await self._await_decision(state, seq, args_json)
-            kind = decision.get("decision")
-            if kind == "execute":
+            decision = await state.decide(seq, self.name, args_json, self.idempotent)
+            if decision.get("decision") == "execute":
                 return await self._execute_step(state, seq, args, kwargs)
-            if kind == "replay":
-                return self._replay(state, seq, decision)
-            if kind == "abort":
-                raise RunAborted(str(decision.get("status") or "failed"), str(decision.get("reason") or ""))
-            raise RunAborted("failed", f"protocol error: unknown decision {kind!r} for step {seq} ({self.name})")
+            return state.replayed_value(seq, self.name, decision)
         finally:
             state.untrack_step(task)
-
-    async def _await_decision(self, state: RunState, seq: int, args_json: str) -> Mapping[str, Any]:
-        future = state.expect_decision(seq)
-        try:
-            try:
-                state.host.step_intent(state.run_id, seq, self.name, args_json, self.idempotent)
-            except Exception as exc:
-                raise RunAborted("failed", f"host error on step_intent for step {seq}: {_describe_error(exc)}") from exc
-            return await future
-        finally:
-            state.forget_decision(seq)
-
-    def _replay(self, state: RunState, seq: int, decision: Mapping[str, Any]) -> Any:
-        error = decision.get("error")
-        if error is not None:
-            raise ActionFailed(str(error))
-        result_json = decision.get("result_json")
-        if result_json is None:
-            return None
-        try:
-            return json.loads(result_json)
-        except (TypeError, ValueError) as exc:
-            raise RunAborted(
-                "failed", f"protocol error: invalid result_json replayed for step {seq} ({self.name}): {exc}"
-            ) from None
 
     async def _execute_step(
         self, state: RunState, seq: int, args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -396,19 +495,22 @@ class Action:
 
         def report(ok: bool, result_json: str | None, error: str | None, attempts: int) -> None:
             duration_ms = int(round((time.monotonic() - started) * 1000))
-            try:
-                state.host.step_result(state.run_id, seq, ok, result_json, error, attempts, duration_ms)
-            except Exception as exc:
-                raise RunAborted(
-                    "failed", f"host error on step_result for step {seq}: {_describe_error(exc)}"
-                ) from exc
+            state.report_result(seq, ok, result_json, error, attempts, duration_ms)
 
+        step_key = f"{state.run_id}:{seq}"
+        session = current_test_session()
+        stub = session.stub_for(self.name) if session is not None else None
         try:
-            result, attempts = await self._run_attempts(args, kwargs, isolate=True)
+            if stub is not None:
+                # A stub replaces the whole call: one attempt, no retries.
+                result = await self._invoke_once(args, kwargs, isolate=True, step_key=step_key, body=stub)
+                attempts = 1
+            else:
+                result, attempts = await self._run_attempts(args, kwargs, isolate=True, step_key=step_key)
         except asyncio.CancelledError:
             raise
         except BaseException as exc:
-            report(False, None, _describe_error(exc), self.retries + 1)
+            report(False, None, _describe_error(exc), 1 if stub is not None else self.retries + 1)
             raise
         try:
             result_json = json.dumps(result, allow_nan=False)
@@ -422,11 +524,20 @@ class Action:
         return json.loads(result_json)
 
 
+def _args_json(arguments: Mapping[str, Any]) -> str:
+    """The canonical JSON form of bound action arguments (as journaled)."""
+    return json.dumps(dict(arguments), sort_keys=True, separators=(",", ":"), default=str)
+
 def _action_options(
     *, name: object, retries: object, backoff: object, timeout: object, idempotent: object
 ) -> dict[str, Any]:
     if name is not None:
         _check_name(name, "action")
+        if name.lower().startswith(_RESERVED_PREFIX):
+            raise ValueError(
+                f"action name {name!r} is reserved: names starting with {_RESERVED_PREFIX!r} denote "
+                "platform system steps (case updates, approvals, sleeps); choose another name"
+            )
     if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
         raise ValueError(f"action retries must be a non-negative integer, got {retries!r}")
     if not isinstance(idempotent, bool):

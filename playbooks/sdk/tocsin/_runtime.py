@@ -14,20 +14,41 @@ return values are ignored)::
     host.run_log(run_id, level, message, fields_json)
     host.run_finished(run_id, status, result_json, error, traceback)
     host.inspect_result(request_id, playbooks_json, error)
+    host.http_request(request_id, method, url, headers_json, body, timeout_s)
+
+``http_request`` (used by :mod:`tocsin.http` while the runtime is serving)
+takes ``request_id: str``, ``method: str`` (upper case), ``url: str``
+(``http``/``https`` only), ``headers_json: str`` (a JSON list of ``[name,
+value]`` pairs), ``body: bytes | None`` and ``timeout_s: float``; the
+answer comes back as an ``http_response`` message.
 
 Messages (``kind`` and JSON payload):
 
 ``start_run``
     ``{"run_id", "tenant", "playbook", "bundle_dir", "bundle_hash", "attempt",
-    "alert"}``; ``alert`` is ``null`` for a manual run and the playbook then
-    receives ``alert=None``. Loads the bundle (cached per hash), runs the
-    playbook as a task under its timeout and reports ``run_finished`` with status
-    ``succeeded``, ``failed``, ``skipped`` or the status of a
-    :class:`~tocsin.RunAborted`. A ``start_run`` for a run that is already
-    running is ignored.
+    "alert", "input"?, "secrets"?, "trigger"?}``; ``alert`` is ``null`` for
+    a manual or scheduled run and the playbook then receives ``alert=None``.
+    ``input`` (any JSON, default ``null``) becomes ``run.input``, ``secrets``
+    (object of name to string, default ``{}``) ``run.secrets`` and ``trigger``
+    (default ``"alert"``) ``run.trigger``. Loads the bundle (cached per hash),
+    runs the playbook as a task under its timeout and reports
+    ``run_finished`` with status ``succeeded``, ``failed``, ``skipped`` or
+    the status of the platform's ``abort`` decision. An abort with status
+    ``waiting_approval`` or ``sleeping`` *suspends* the run: it is reported
+    as ``run_finished(run_id, status, None, reason, None)`` and the platform
+    re-dispatches the run later (a new ``start_run`` that replays the
+    recorded steps). A ``start_run`` for a run that is already running is
+    ignored.
 ``step_decision``
     ``{"run_id", "seq", "decision": "execute"|"replay"|"abort", "result_json"?,
-    "error"?, "status"?, "reason"?}`` answers a ``step_intent``.
+    "error"?, "status"?, "reason"?}`` answers a ``step_intent``. Step names
+    starting with ``tocsin.`` are system steps (case updates, approvals,
+    sleeps) that the platform performs itself: it answers them with
+    ``replay`` or ``abort``; an ``execute`` is reported as a failed step.
+``http_response``
+    ``{"request_id", "status": int, "headers": [[name, value], ...],
+    "body_b64": str, "error": str|null}`` answers an ``http_request``;
+    responses for unknown (e.g. cancelled) requests are ignored.
 ``cancel_run``
     ``{"run_id"}``: cancels the run; nothing is reported.
 ``inspect``
@@ -52,6 +73,7 @@ import logging
 import os
 import sys
 import traceback
+import uuid
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -59,9 +81,11 @@ from ._bundle import BundleError, LoadedBundle, load_bundle, unload_bundle
 from ._decorators import Playbook
 from ._duration import format_seconds
 from ._run import Run, RunState, set_current_run_state
+from ._secrets import Secrets
+from ._system import SUSPEND_STATUSES
 from ._types import Alert, RunAborted, Skip
 
-__all__ = ["Runtime", "serve", "STATUSES"]
+__all__ = ["Runtime", "serve", "active_runtime", "execute_playbook", "STATUSES", "SUSPEND_STATUSES"]
 
 #: Final statuses reported by ``run_finished`` (a RunAborted may carry another one).
 STATUSES: tuple[str, ...] = ("succeeded", "failed", "skipped")
@@ -116,7 +140,9 @@ class Runtime:
             "cancel_run": self._on_cancel_run,
             "inspect": self._on_inspect,
             "shutdown": self._on_shutdown,
+            "http_response": self._on_http_response,
         }
+        self._http_pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
 
     # -- entry points ----------------------------------------------------------
 
@@ -156,6 +182,17 @@ class Runtime:
         for active in list(self._runs.values()):
             tasks.extend(self._cancel_active(active))
         self._runs.clear()
+        for future in self._http_pending.values():
+            if future.done():
+                continue
+            if future.get_loop() is self._loop:
+                future.cancel()
+            else:
+                try:
+                    future.get_loop().call_soon_threadsafe(future.cancel)
+                except RuntimeError:
+                    pass  # that loop is closed already
+        self._http_pending.clear()
         if tasks:
             await asyncio.wait(tasks, timeout=_CANCEL_GRACE_S)
 
@@ -215,6 +252,41 @@ class Runtime:
         self._closing = True
         self._stopped.set()
 
+    def _on_http_response(self, payload: dict[str, Any]) -> None:
+        request_id = _require_str(payload, "request_id", "http_response")
+        future = self._http_pending.pop(request_id, None)
+        if future is None or future.done():
+            _logger.debug("http_response for unknown or finished request %s ignored", request_id)
+            return
+        if future.get_loop() is self._loop:
+            future.set_result(payload)
+        else:  # a request made from another event loop (e.g. in a worker thread)
+            future.get_loop().call_soon_threadsafe(_resolve_if_pending, future, payload)
+
+    # -- HTTP through the host ------------------------------------------------------
+
+    @property
+    def supports_http(self) -> bool:
+        """Whether the host implements ``http_request``."""
+        return callable(getattr(self._host, "http_request", None))
+
+    async def http_roundtrip(
+        self, method: str, url: str, headers_json: str, body: bytes | None, timeout_s: float
+    ) -> dict[str, Any]:
+        """Send ``host.http_request`` and wait for the matching
+        ``http_response`` payload. Callable from any event loop.
+
+        :raises OSError: (from the host) when the request cannot be sent.
+        """
+        request_id = uuid.uuid4().hex
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._http_pending[request_id] = future
+        try:
+            self._host.http_request(request_id, method, url, headers_json, body, float(timeout_s))
+            return await future
+        finally:
+            self._http_pending.pop(request_id, None)
+
     # -- runs --------------------------------------------------------------------
 
     async def _execute_run(self, payload: dict[str, Any], state: RunState) -> None:
@@ -229,15 +301,23 @@ class Runtime:
                     error, tb = str(exc), None
                 else:
                     error, tb = f"could not start run: {_describe(exc)}", traceback.format_exc()
+                self._release(run_id)
                 self._call_host("run_finished", run_id, "failed", None, error, tb)
                 return
-            set_current_run_state(state)
-            status, result_json, error, tb = await self._run_playbook(playbook, alert, run)
-            state.closed = True
-            await self._cancel_stragglers(state)
+            status, result_json, error, tb = await execute_playbook(playbook, alert, run, state)
+            self._release(run_id)
             self._call_host("run_finished", run_id, status, result_json, error, tb)
         finally:
             state.closed = True
+
+    def _release(self, run_id: str) -> None:
+        """Forget the current task's run before reporting ``run_finished``: the
+        platform may re-dispatch the run (e.g. a suspended one) as soon as it
+        sees the report, and that ``start_run`` must not be taken for a
+        duplicate."""
+        active = self._runs.get(run_id)
+        if active is not None and active.task is asyncio.current_task():
+            del self._runs[run_id]
 
     def _prepare_run(self, payload: dict[str, Any], state: RunState) -> tuple[Playbook, Alert | None, Run]:
         name = payload.get("playbook")
@@ -268,52 +348,31 @@ class Runtime:
         if isinstance(attempt, bool) or not isinstance(attempt, int):
             attempt = 1
         tenant = payload.get("tenant")
+        tenant = tenant if isinstance(tenant, str) and tenant else (alert.tenant if alert else "")
+        secrets_data = payload.get("secrets")
+        if secrets_data is None:
+            secrets_data = {}
+        if not isinstance(secrets_data, dict) or not all(
+            isinstance(k, str) and k and isinstance(v, str) for k, v in secrets_data.items()
+        ):
+            # Never echo the payload: it holds secret values.
+            raise ProtocolError("start_run: invalid 'secrets' (expected an object of secret name to string)")
+        trigger = payload.get("trigger")
+        if trigger is None:
+            trigger = "alert"
+        if not isinstance(trigger, str) or not trigger:
+            raise ProtocolError("start_run: invalid 'trigger' (expected a non-empty string)")
         run = Run(
             id=state.run_id,
             playbook=playbook.name,
-            tenant=tenant if isinstance(tenant, str) and tenant else (alert.tenant if alert else ""),
+            tenant=tenant,
             attempt=attempt,
             host=self._host,
+            input=payload.get("input"),
+            secrets=Secrets(secrets_data, tenant=tenant),
+            trigger=trigger,
         )
         return playbook, alert, run
-
-    async def _run_playbook(
-        self, playbook: Playbook, alert: Alert | None, run: Run
-    ) -> tuple[str, str | None, str | None, str | None]:
-        """Run the playbook; return ``(status, result_json, error, traceback)``."""
-        try:
-            async with asyncio.timeout(playbook.timeout) as scope:
-                result = await playbook.func(alert, run)
-        except Skip as exc:
-            return "skipped", None, exc.reason, None
-        except RunAborted as exc:
-            return exc.status, None, exc.reason, None
-        except (asyncio.CancelledError, KeyboardInterrupt):
-            raise
-        except TimeoutError as exc:
-            if scope.expired():
-                return "failed", None, f"playbook timed out after {format_seconds(playbook.timeout)}", None
-            return "failed", None, _describe(exc), traceback.format_exc()
-        except BaseException as exc:
-            return "failed", None, _describe(exc), traceback.format_exc()
-        if result is None:
-            return "succeeded", None, None, None
-        if not isinstance(result, dict):
-            return "failed", None, f"playbook must return a dict or None, got {type(result).__name__}", None
-        try:
-            return "succeeded", json.dumps(result, allow_nan=False), None, None
-        except (TypeError, ValueError) as exc:
-            return "failed", None, f"playbook returned a non-JSON-serializable result: {exc}", None
-
-    async def _cancel_stragglers(self, state: RunState) -> None:
-        """Cancel steps still running after the playbook returned (e.g. the
-        siblings of a failed ``asyncio.gather``), so that nothing of this
-        run is reported after ``run_finished``."""
-        stragglers = state.straggler_tasks(exclude=asyncio.current_task())
-        for task in stragglers:
-            task.cancel()
-        if stragglers:
-            await asyncio.wait(stragglers, timeout=_CANCEL_GRACE_S)
 
     def _cancel_active(self, active: _ActiveRun) -> list[asyncio.Task[Any]]:
         active.state.closed = True
@@ -385,11 +444,88 @@ class Runtime:
             self._call_host("run_log", run_id, "error", message, json.dumps(fields))
 
 
+def _resolve_if_pending(future: asyncio.Future[Any], value: Any) -> None:
+    if not future.done():
+        future.set_result(value)
+
+
+# ---------------------------------------------------------------------------
+# Running one playbook (shared with tocsin.testing)
+# ---------------------------------------------------------------------------
+
+
+async def execute_playbook(
+    playbook: Playbook, alert: Alert | None, run: Run, state: RunState
+) -> tuple[str, str | None, str | None, str | None]:
+    """Run ``playbook`` as run ``state`` in the current task; return
+    ``(status, result_json, error, traceback)`` as reported by ``run_finished``.
+
+    Must run in a task of its own (its context holds the run state). Steps
+    still in flight when the playbook returns are cancelled first, and an
+    abort decided by the platform determines the status even if playbook
+    code swallowed it.
+    """
+    set_current_run_state(state)
+    try:
+        outcome = await _run_playbook(playbook, alert, run)
+    finally:
+        state.closed = True
+    await _cancel_stragglers(state)
+    if state.aborted is not None:
+        return state.aborted.status, None, state.aborted.reason, None
+    return outcome
+
+
+async def _run_playbook(
+    playbook: Playbook, alert: Alert | None, run: Run
+) -> tuple[str, str | None, str | None, str | None]:
+    """Run the playbook; return ``(status, result_json, error, traceback)``."""
+    try:
+        async with asyncio.timeout(playbook.timeout) as scope:
+            result = await playbook.func(alert, run)
+    except Skip as exc:
+        return "skipped", None, exc.reason, None
+    except RunAborted as exc:
+        return exc.status, None, exc.reason, None
+    except (asyncio.CancelledError, KeyboardInterrupt):
+        raise
+    except TimeoutError as exc:
+        if scope.expired():
+            return "failed", None, f"playbook timed out after {format_seconds(playbook.timeout)}", None
+        return "failed", None, _describe(exc), traceback.format_exc()
+    except BaseException as exc:
+        return "failed", None, _describe(exc), traceback.format_exc()
+    if result is None:
+        return "succeeded", None, None, None
+    if not isinstance(result, dict):
+        return "failed", None, f"playbook must return a dict or None, got {type(result).__name__}", None
+    try:
+        return "succeeded", json.dumps(result, allow_nan=False), None, None
+    except (TypeError, ValueError) as exc:
+        return "failed", None, f"playbook returned a non-JSON-serializable result: {exc}", None
+
+
+async def _cancel_stragglers(state: RunState) -> None:
+    """Cancel steps still running after the playbook returned (e.g. the
+    siblings of a failed ``asyncio.gather``), so that nothing of this run is
+    reported after ``run_finished``."""
+    stragglers = state.straggler_tasks(exclude=asyncio.current_task())
+    for task in stragglers:
+        task.cancel()
+    if stragglers:
+        await asyncio.wait(stragglers, timeout=_CANCEL_GRACE_S)
+
+
 # ---------------------------------------------------------------------------
 # serve()
 # ---------------------------------------------------------------------------
 
 _ACTIVE: Runtime | None = None
+
+
+def active_runtime() -> Runtime | None:
+    """The runtime currently serving in this process (inside the runner), if any."""
+    return _ACTIVE
 
 
 def _dispatch(kind: str, payload_json: str) -> None:

@@ -150,12 +150,15 @@ fn to_dispatch(request: Request) -> (&'static str, String) {
             } else {
                 s.trigger
             };
+            let secrets: serde_json::Value = serde_json::from_str(&s.secrets_json)
+                .unwrap_or_else(|_| serde_json::Value::Object(serde_json::Map::new()));
             return (
                 "start_run",
                 json!({
                     "run_id": s.run_id, "tenant": s.tenant, "playbook": s.playbook,
                     "bundle_dir": s.bundle_dir, "bundle_hash": s.bundle_hash,
                     "attempt": s.attempt, "alert": alert, "input": input, "trigger": trigger,
+                    "secrets": secrets,
                 })
                 .to_string(),
             );
