@@ -2,6 +2,7 @@
 //! nats-server, private PostgreSQL): alerts posted over HTTP become cases and runs whose
 //! outcome the playbook decided, duplicates are recorded once, ingest answers 401/400/413/503
 //! as documented, and a runner killed mid-run costs nothing but a redelivery.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::Duration;
 

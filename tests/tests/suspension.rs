@@ -2,6 +2,7 @@
 //! case, asks for an approval and sleeps is suspended (its worker slot freed), resumed by
 //! the decision or the approval timeout and by the timer, replays its journal so completed
 //! actions do not run again, and finishes; manual runs start through the API with an input.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use serde_json::{Value, json};
 use tocsin_tests::TestStack;
