@@ -7,6 +7,9 @@
 //! | GET    | `/v1/alerts/{id}`| the alert with its `case_id`, `duplicate_count` and `runs` |
 //! | GET    | `/v1/runs/{id}`  | status, playbook, result, error, traceback, steps, logs, timestamps |
 //! | POST   | `/v1/runs`       | start a playbook manually: `{"playbook", "alert_id"?, "input"?}` → 202 `{"run_id"}` |
+//! | POST   | `/v1/runs/{id}/cancel` | cancel (202 when the run executes: its worker stops it) |
+//! | POST   | `/v1/runs/{id}/retry`  | run a finished run again, replaying its succeeded steps |
+//! | POST   | `/v1/runs/{id}/steps/{seq}/resolve` | `{"result": ...}`: mark an uncertain step done and resume |
 //! | GET    | `/v1/approvals`  | approvals, newest first; `?status=pending` |
 //! | POST   | `/v1/approvals/{id}` | `{"decision": "approve"\|"deny", "comment"?}` → the decided approval |
 //! | GET    | `/healthz`       | 200 while the process runs |
@@ -30,6 +33,7 @@ use tocsin_core::config::{PostgresConfig, ShutdownConfig, TelemetryConfig, Valid
 use tocsin_http::{Problem, bearer, json_response};
 use tocsin_store::approvals::DecideError;
 use tocsin_store::keys::KeyKind;
+use tocsin_store::operator::{Cancelled, OperatorError};
 use tocsin_store::{Store, StoreError};
 use uuid::Uuid;
 
@@ -153,6 +157,9 @@ fn router(state: AppState) -> Router {
         .route("/v1/alerts/{id}", get(get_alert))
         .route("/v1/runs", post(start_run))
         .route("/v1/runs/{id}", get(get_run))
+        .route("/v1/runs/{id}/cancel", post(cancel_run))
+        .route("/v1/runs/{id}/retry", post(retry_run))
+        .route("/v1/runs/{id}/steps/{seq}/resolve", post(resolve_step))
         .route("/v1/approvals", get(list_approvals))
         .route("/v1/approvals/{id}", post(decide_approval))
         .route("/healthz", get(|| async { "ok" }))
@@ -270,6 +277,78 @@ async fn start_run(
     Ok(json_response(
         StatusCode::ACCEPTED,
         &json!({ "run_id": run_id }),
+    ))
+}
+
+fn operator_problem(error: OperatorError) -> Problem {
+    match error {
+        OperatorError::NotFound(what) => Problem::not_found(what),
+        OperatorError::Conflict { .. } => Problem::new(StatusCode::CONFLICT, error.to_string()),
+        OperatorError::Store(e) => store_problem(&e),
+    }
+}
+
+async fn cancel_run(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, Problem> {
+    let caller = caller(&state.0, &headers).await?;
+    let id = parse_id(&id, "run")?;
+    match state.0.cancel_run(&caller.tenant, id, &caller.actor).await {
+        Ok(Cancelled::Now) => Ok(json_response(
+            StatusCode::OK,
+            &json!({ "status": "cancelled" }),
+        )),
+        Ok(Cancelled::Requested) => Ok(json_response(
+            StatusCode::ACCEPTED,
+            &json!({ "status": "cancel_requested" }),
+        )),
+        Err(e) => Err(operator_problem(e)),
+    }
+}
+
+async fn retry_run(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, Problem> {
+    let tenant = tenant_of(&state.0, &headers).await?;
+    let id = parse_id(&id, "run")?;
+    state
+        .0
+        .retry_run(&tenant, id)
+        .await
+        .map_err(operator_problem)?;
+    Ok(json_response(
+        StatusCode::ACCEPTED,
+        &json!({ "status": "queued" }),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Resolve {
+    result: serde_json::Value,
+}
+
+async fn resolve_step(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path((id, seq)): Path<(String, i32)>,
+    body: Result<Json<Resolve>, JsonRejection>,
+) -> Result<Response, Problem> {
+    let caller = caller(&state.0, &headers).await?;
+    let id = parse_id(&id, "run")?;
+    let resolve = json_body(body)?;
+    state
+        .0
+        .resolve_step(&caller.tenant, id, seq, &resolve.result, &caller.actor)
+        .await
+        .map_err(operator_problem)?;
+    Ok(json_response(
+        StatusCode::ACCEPTED,
+        &json!({ "status": "queued" }),
     ))
 }
 

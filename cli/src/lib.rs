@@ -188,6 +188,33 @@ enum RunCommand {
         #[arg(long)]
         input: Option<String>,
     },
+    /// Cancel a run (a running one is stopped by its worker).
+    Cancel {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// Run id.
+        id: String,
+    },
+    /// Run a failed, timed-out, needs-review, cancelled or dead-lettered run again;
+    /// succeeded steps replay, the rest execute.
+    Retry {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// Run id.
+        id: String,
+    },
+    /// Mark an uncertain step of a needs-review run as done with a result, and resume it.
+    Resolve {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// Run id.
+        id: String,
+        /// Step number (`seq`).
+        seq: i32,
+        /// The step's result as JSON.
+        #[arg(long, default_value = "null")]
+        result: String,
+    },
     /// Show a run with its steps and logs.
     Show {
         #[command(flatten)]
@@ -358,6 +385,40 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
         }) => {
             let client = client::ApiClient::new(api.api_url, api.api_key)?;
             client::start_run(&client, &playbook, alert, input).await
+        }
+        Command::Run(RunCommand::Cancel { api, id }) => {
+            let client = client::ApiClient::new(api.api_url, api.api_key)?;
+            let answer = client
+                .post(&format!("/v1/runs/{id}/cancel"), &serde_json::json!({}))
+                .await?;
+            println!("run {id}: {}", answer["status"].as_str().unwrap_or("?"));
+            Ok(())
+        }
+        Command::Run(RunCommand::Retry { api, id }) => {
+            let client = client::ApiClient::new(api.api_url, api.api_key)?;
+            client
+                .post(&format!("/v1/runs/{id}/retry"), &serde_json::json!({}))
+                .await?;
+            println!("run {id} queued again");
+            Ok(())
+        }
+        Command::Run(RunCommand::Resolve {
+            api,
+            id,
+            seq,
+            result,
+        }) => {
+            let client = client::ApiClient::new(api.api_url, api.api_key)?;
+            let result: serde_json::Value =
+                serde_json::from_str(&result).context("--result must be JSON")?;
+            client
+                .post(
+                    &format!("/v1/runs/{id}/steps/{seq}/resolve"),
+                    &serde_json::json!({ "result": result }),
+                )
+                .await?;
+            println!("step {seq} of run {id} resolved; the run resumes");
+            Ok(())
         }
         Command::Run(RunCommand::Show { api, id }) => {
             let client = client::ApiClient::new(api.api_url, api.api_key)?;

@@ -33,6 +33,49 @@ pub(crate) struct Executor {
     pub(crate) master_key: Option<tocsin_store::secrets::MasterKey>,
     /// Cancelled when the shutdown grace for in-flight runs has passed.
     pub(crate) hand_back: CancellationToken,
+    /// In-flight runs, for operator cancellation.
+    pub(crate) in_flight: std::sync::Mutex<std::collections::HashMap<Uuid, CancellationToken>>,
+}
+
+impl Executor {
+    /// Stops an in-flight run an operator cancelled; returns whether it runs here.
+    pub(crate) fn cancel(&self, run_id: Uuid) -> bool {
+        let token = self
+            .in_flight
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&run_id).cloned());
+        token.map(|t| t.cancel()).is_some()
+    }
+}
+
+/// Registers a run as in flight for as long as it lives.
+struct InFlight<'a> {
+    exec: &'a Executor,
+    run_id: Uuid,
+    token: CancellationToken,
+}
+
+impl<'a> InFlight<'a> {
+    fn new(exec: &'a Executor, run_id: Uuid) -> Self {
+        let token = CancellationToken::new();
+        if let Ok(mut map) = exec.in_flight.lock() {
+            map.insert(run_id, token.clone());
+        }
+        Self {
+            exec,
+            run_id,
+            token,
+        }
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut map) = self.exec.in_flight.lock() {
+            map.remove(&self.run_id);
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -233,6 +276,7 @@ async fn execute(
         .await?;
     tracing::debug!(runner_pid = ?handle.runner_pid(), "run started");
 
+    let in_flight = InFlight::new(exec, run.id);
     let timeout = Duration::from_millis(u64::try_from(playbook.timeout_ms).unwrap_or(0));
     let hard_deadline = tokio::time::sleep(timeout + exec.hard_deadline_margin);
     tokio::pin!(hard_deadline);
@@ -256,9 +300,20 @@ async fn execute(
                     }
                 }
             }
+            () = in_flight.token.cancelled() => {
+                handle.cancel().await;
+                let by = exec.store.cancel_requested(run.id).await?.unwrap_or_else(|| "an operator".to_owned());
+                tracing::info!(%by, "run cancelled");
+                let error = format!("cancelled by {by}");
+                return finish(exec, run, RunStatus::Cancelled, None, Some(&error), None).await;
+            }
             _ = heartbeat.tick() => {
                 if let Err(error) = message.ack_with(AckKind::Progress).await {
                     tracing::warn!(%error, "failed to send in-progress ack");
+                }
+                // A cancel notification can be missed (listener reconnecting): check here too.
+                if exec.store.cancel_requested(run.id).await?.is_some() {
+                    in_flight.token.cancel();
                 }
                 if exec.store.heartbeat_run(run.id, run.epoch, exec.ack_wait).await?.is_err() {
                     tracing::warn!("run claimed by another worker; abandoning this execution");
@@ -273,7 +328,7 @@ async fn execute(
                     "playbook did not finish within its timeout of {:.1}s (runner killed)",
                     timeout.as_secs_f64()
                 );
-                return finish(exec, run, RunStatus::Failed, None, Some(&error), None).await;
+                return finish(exec, run, RunStatus::TimedOut, None, Some(&error), None).await;
             }
             () = exec.hand_back.cancelled() => {
                 tracing::info!("shutting down; handing the run back for redelivery");

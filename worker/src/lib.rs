@@ -103,8 +103,16 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), WorkerError> 
         max_deliver: section.max_deliver,
         master_key,
         hand_back: hand_back.clone(),
+        in_flight: std::sync::Mutex::new(std::collections::HashMap::new()),
     });
+    let cancels = shutdown.child();
+    let cancel_listener = cancels.spawn(
+        "cancel-listener",
+        listen_for_cancels(exec.clone(), cancels.clone()),
+    );
     let result = consume(&config, &js, exec, &shutdown, &hand_back).await;
+    cancels.cancel();
+    let _ = cancel_listener.await;
     pool.shutdown(config.shutdown.grace).await;
     if tokio::time::timeout(config.shutdown.grace, nats.drain())
         .await
@@ -115,6 +123,41 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), WorkerError> 
     store.close().await;
     tracing::info!("worker stopped");
     result
+}
+
+/// Stops in-flight runs that operators cancel (NOTIFY on `tocsin_cancel` with the run id).
+async fn listen_for_cancels(exec: Arc<Executor>, shutdown: Shutdown) {
+    let channel = tocsin_store::operator::CANCEL_CHANNEL;
+    let mut listener = loop {
+        match exec.store.listener(channel).await {
+            Ok(l) => break l,
+            Err(error) => {
+                tracing::warn!(%error, "cancel notifications unavailable; retrying");
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = tokio::time::sleep(std::time::Duration::from_secs(2)) => {}
+                }
+            }
+        }
+    };
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            notification = listener.recv() => match notification {
+                Ok(n) => {
+                    if let Ok(run_id) = uuid::Uuid::parse_str(n.payload()) {
+                        if exec.cancel(run_id) {
+                            tracing::info!(%run_id, "cancel requested");
+                        }
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "cancel notification failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                }
+            }
+        }
+    }
 }
 
 async fn consume(

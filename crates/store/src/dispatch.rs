@@ -110,8 +110,13 @@ impl Store {
 
     /// A listener woken by every NOTIFY on [`DISPATCH_CHANNEL`].
     pub async fn dispatch_listener(&self) -> Result<PgListener, StoreError> {
+        self.listener(DISPATCH_CHANNEL).await
+    }
+
+    /// A listener for NOTIFYs on `channel`.
+    pub async fn listener(&self, channel: &str) -> Result<PgListener, StoreError> {
         let mut listener = PgListener::connect_with(self.pool()).await?;
-        listener.listen(DISPATCH_CHANNEL).await?;
+        listener.listen(channel).await?;
         Ok(listener)
     }
 

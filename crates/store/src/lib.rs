@@ -10,6 +10,7 @@ pub mod bundles;
 pub mod dispatch;
 mod error;
 pub mod keys;
+pub mod operator;
 pub mod runs;
 pub mod secrets;
 pub mod system;

@@ -188,7 +188,7 @@ def test_skip(bundle):
 def test_timeout(bundle):
     started = time.monotonic()
     finished, _, _ = run_one(bundle, "sleepy")
-    assert finished["status"] == "failed"
+    assert finished["status"] == "timed_out"
     assert finished["error"] == "playbook timed out after 0.1s"
     assert time.monotonic() - started < 2
 

@@ -333,7 +333,7 @@ async def too_slow(alert, run):
 
 def test_playbook_timeout_applies():
     result = run(run_playbook(too_slow))
-    assert (result.status, result.error) == ("failed", "playbook timed out after 0.1s")
+    assert (result.status, result.error) == ("timed_out", "playbook timed out after 0.1s")
 
 
 @pytest.mark.parametrize(

@@ -88,7 +88,7 @@ from ._types import Alert, RunAborted, Skip
 __all__ = ["Runtime", "serve", "active_runtime", "execute_playbook", "STATUSES", "SUSPEND_STATUSES"]
 
 #: Final statuses reported by ``run_finished`` (a RunAborted may carry another one).
-STATUSES: tuple[str, ...] = ("succeeded", "failed", "skipped")
+STATUSES: tuple[str, ...] = ("succeeded", "failed", "skipped", "timed_out")
 
 _logger = logging.getLogger("tocsin.runtime")
 
@@ -491,7 +491,7 @@ async def _run_playbook(
         raise
     except TimeoutError as exc:
         if scope.expired():
-            return "failed", None, f"playbook timed out after {format_seconds(playbook.timeout)}", None
+            return "timed_out", None, f"playbook timed out after {format_seconds(playbook.timeout)}", None
         return "failed", None, _describe(exc), traceback.format_exc()
     except BaseException as exc:
         return "failed", None, _describe(exc), traceback.format_exc()
