@@ -145,11 +145,10 @@ async fn listen_for_cancels(exec: Arc<Executor>, shutdown: Shutdown) {
             () = shutdown.cancelled() => return,
             notification = listener.recv() => match notification {
                 Ok(n) => {
-                    if let Ok(run_id) = uuid::Uuid::parse_str(n.payload()) {
-                        if exec.cancel(run_id) {
+                    if let Ok(run_id) = uuid::Uuid::parse_str(n.payload())
+                        && exec.cancel(run_id) {
                             tracing::info!(%run_id, "cancel requested");
                         }
-                    }
                 }
                 Err(error) => {
                     tracing::warn!(%error, "cancel notification failed");
