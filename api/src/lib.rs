@@ -16,26 +16,27 @@
 //! | GET    | `/readyz`        | 200 when Postgres answers |
 #![forbid(unsafe_code)]
 
+mod alerts;
+mod approvals;
+mod common;
+mod runs;
+
+use crate::common::AppState;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::Json;
 use axum::Router;
-use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::State;
+use axum::http::StatusCode;
 use axum::response::Response;
-use axum::routing::{get, post};
+use axum::routing::get;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tocsin_core::Shutdown;
 use tocsin_core::config::{PostgresConfig, ShutdownConfig, TelemetryConfig, Validate};
-use tocsin_http::{Problem, bearer, json_response};
-use tocsin_store::approvals::DecideError;
-use tocsin_store::keys::KeyKind;
-use tocsin_store::operator::{Cancelled, OperatorError};
+use tocsin_http::json_response;
 use tocsin_store::{Store, StoreError};
-use uuid::Uuid;
 
 /// API configuration.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -91,9 +92,6 @@ pub enum ApiError {
         source: std::io::Error,
     },
 }
-
-#[derive(Clone)]
-struct AppState(Arc<Store>);
 
 /// A bound API server, not yet serving.
 pub struct Server {
@@ -154,287 +152,12 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), ApiError> {
 
 fn router(state: AppState) -> Router {
     Router::new()
-        .route("/v1/alerts/{id}", get(get_alert))
-        .route("/v1/runs", post(start_run))
-        .route("/v1/runs/{id}", get(get_run))
-        .route("/v1/runs/{id}/cancel", post(cancel_run))
-        .route("/v1/runs/{id}/retry", post(retry_run))
-        .route("/v1/runs/{id}/steps/{seq}/resolve", post(resolve_step))
-        .route("/v1/approvals", get(list_approvals))
-        .route("/v1/approvals/{id}", post(decide_approval))
+        .merge(alerts::routes())
+        .merge(runs::routes())
+        .merge(approvals::routes())
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .with_state(state)
-}
-
-/// The caller: the tenant of the presented key and an actor label for audit fields.
-struct Caller {
-    tenant: String,
-    actor: String,
-}
-
-async fn caller(store: &Store, headers: &HeaderMap) -> Result<Caller, Problem> {
-    let key = bearer(headers).ok_or_else(|| {
-        Problem::unauthorized("missing API key: send Authorization: Bearer <api key>")
-    })?;
-    match store.resolve_key(KeyKind::Api, key).await {
-        Ok(Some(tenant)) => Ok(Caller {
-            tenant,
-            // The key's public lookup prefix identifies it without revealing it.
-            actor: format!("key:{}", key.chars().take(20).collect::<String>()),
-        }),
-        Ok(None) => Err(Problem::unauthorized("invalid API key")),
-        Err(error) => Err(store_problem(&error)),
-    }
-}
-
-async fn tenant_of(store: &Store, headers: &HeaderMap) -> Result<String, Problem> {
-    caller(store, headers).await.map(|c| c.tenant)
-}
-
-fn store_problem(error: &StoreError) -> Problem {
-    match error {
-        StoreError::NotFound { entity } => Problem::not_found(entity),
-        StoreError::Unavailable(_) => Problem::unavailable("database unavailable; retry later", 2),
-        other => {
-            tracing::error!(error = %other, "api request failed");
-            Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
-        }
-    }
-}
-
-fn parse_id(id: &str, what: &str) -> Result<Uuid, Problem> {
-    Uuid::parse_str(id)
-        .map_err(|_| Problem::new(StatusCode::BAD_REQUEST, format!("{what} id must be a UUID")))
-}
-
-async fn get_alert(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Result<Response, Problem> {
-    let tenant = tenant_of(&state.0, &headers).await?;
-    let id = parse_id(&id, "alert")?;
-    let alert = state
-        .0
-        .alert_view(&tenant, id)
-        .await
-        .map_err(|e| store_problem(&e))?;
-    Ok(json_response(StatusCode::OK, &json!(alert)))
-}
-
-async fn get_run(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Result<Response, Problem> {
-    let tenant = tenant_of(&state.0, &headers).await?;
-    let id = parse_id(&id, "run")?;
-    let run = state
-        .0
-        .run_view(&tenant, id)
-        .await
-        .map_err(|e| store_problem(&e))?;
-    Ok(json_response(StatusCode::OK, &json!(run)))
-}
-
-fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, Problem> {
-    body.map(|Json(v)| v)
-        .map_err(|e| Problem::new(StatusCode::BAD_REQUEST, e.body_text()))
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct StartRun {
-    playbook: String,
-    alert_id: Option<Uuid>,
-    input: Option<serde_json::Value>,
-}
-
-async fn start_run(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    body: Result<Json<StartRun>, JsonRejection>,
-) -> Result<Response, Problem> {
-    let tenant = tenant_of(&state.0, &headers).await?;
-    let request = json_body(body)?;
-    if request.playbook.is_empty() || request.playbook.len() > 200 {
-        return Err(Problem::new(
-            StatusCode::BAD_REQUEST,
-            "playbook must be 1-200 characters",
-        ));
-    }
-    let run_id = state
-        .0
-        .start_manual_run(
-            &tenant,
-            &request.playbook,
-            request.alert_id,
-            request.input.as_ref(),
-        )
-        .await
-        .map_err(|e| store_problem(&e))?;
-    Ok(json_response(
-        StatusCode::ACCEPTED,
-        &json!({ "run_id": run_id }),
-    ))
-}
-
-fn operator_problem(error: OperatorError) -> Problem {
-    match error {
-        OperatorError::NotFound(what) => Problem::not_found(what),
-        OperatorError::Conflict { .. } => Problem::new(StatusCode::CONFLICT, error.to_string()),
-        OperatorError::Store(e) => store_problem(&e),
-    }
-}
-
-async fn cancel_run(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Result<Response, Problem> {
-    let caller = caller(&state.0, &headers).await?;
-    let id = parse_id(&id, "run")?;
-    match state.0.cancel_run(&caller.tenant, id, &caller.actor).await {
-        Ok(Cancelled::Now) => Ok(json_response(
-            StatusCode::OK,
-            &json!({ "status": "cancelled" }),
-        )),
-        Ok(Cancelled::Requested) => Ok(json_response(
-            StatusCode::ACCEPTED,
-            &json!({ "status": "cancel_requested" }),
-        )),
-        Err(e) => Err(operator_problem(e)),
-    }
-}
-
-async fn retry_run(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Result<Response, Problem> {
-    let tenant = tenant_of(&state.0, &headers).await?;
-    let id = parse_id(&id, "run")?;
-    state
-        .0
-        .retry_run(&tenant, id)
-        .await
-        .map_err(operator_problem)?;
-    Ok(json_response(
-        StatusCode::ACCEPTED,
-        &json!({ "status": "queued" }),
-    ))
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Resolve {
-    result: serde_json::Value,
-}
-
-async fn resolve_step(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    Path((id, seq)): Path<(String, i32)>,
-    body: Result<Json<Resolve>, JsonRejection>,
-) -> Result<Response, Problem> {
-    let caller = caller(&state.0, &headers).await?;
-    let id = parse_id(&id, "run")?;
-    let resolve = json_body(body)?;
-    state
-        .0
-        .resolve_step(&caller.tenant, id, seq, &resolve.result, &caller.actor)
-        .await
-        .map_err(operator_problem)?;
-    Ok(json_response(
-        StatusCode::ACCEPTED,
-        &json!({ "status": "queued" }),
-    ))
-}
-
-#[derive(Debug, Deserialize)]
-struct ApprovalFilter {
-    status: Option<String>,
-    limit: Option<i64>,
-}
-
-async fn list_approvals(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    Query(filter): Query<ApprovalFilter>,
-) -> Result<Response, Problem> {
-    let tenant = tenant_of(&state.0, &headers).await?;
-    if let Some(status) = filter.status.as_deref()
-        && !matches!(status, "pending" | "approved" | "denied" | "timed_out")
-    {
-        return Err(Problem::new(
-            StatusCode::BAD_REQUEST,
-            "status must be pending, approved, denied or timed_out",
-        ));
-    }
-    let limit = filter.limit.unwrap_or(100).clamp(1, 1000);
-    let approvals = state
-        .0
-        .list_approvals(&tenant, filter.status.as_deref(), limit)
-        .await
-        .map_err(|e| store_problem(&e))?;
-    Ok(json_response(
-        StatusCode::OK,
-        &json!({ "approvals": approvals }),
-    ))
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Decision {
-    decision: String,
-    comment: Option<String>,
-}
-
-async fn decide_approval(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    body: Result<Json<Decision>, JsonRejection>,
-) -> Result<Response, Problem> {
-    let caller = caller(&state.0, &headers).await?;
-    let id = parse_id(&id, "approval")?;
-    let decision = json_body(body)?;
-    let approve = match decision.decision.as_str() {
-        "approve" => true,
-        "deny" => false,
-        _ => {
-            return Err(Problem::new(
-                StatusCode::BAD_REQUEST,
-                "decision must be approve or deny",
-            ));
-        }
-    };
-    if decision.comment.as_ref().is_some_and(|c| c.len() > 10_000) {
-        return Err(Problem::new(
-            StatusCode::BAD_REQUEST,
-            "comment longer than 10000 bytes",
-        ));
-    }
-    match state
-        .0
-        .decide_approval(
-            &caller.tenant,
-            id,
-            approve,
-            &caller.actor,
-            decision.comment.as_deref(),
-        )
-        .await
-    {
-        Ok(view) => Ok(json_response(StatusCode::OK, &json!(view))),
-        Err(DecideError::NotFound) => Err(Problem::not_found("approval")),
-        Err(DecideError::AlreadyDecided { status }) => Err(Problem::new(
-            StatusCode::CONFLICT,
-            format!("approval already {status}"),
-        )),
-        Err(DecideError::Store(e)) => Err(store_problem(&e)),
-    }
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {

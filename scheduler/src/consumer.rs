@@ -84,6 +84,22 @@ pub(crate) async fn consume(
         .messages()
         .await
         .map_err(|e| consumer_err(Box::new(e)))?;
+    let reopen = || async {
+        // The pull stream can end when the connection to the server is lost for long; open
+        // a new one (retrying) rather than stopping the scheduler.
+        loop {
+            match consumer.messages().await {
+                Ok(stream) => return Some(stream),
+                Err(error) => {
+                    tracing::warn!(%error, "failed to reopen the alert stream; retrying");
+                    tokio::select! {
+                        () = shutdown.cancelled() => return None,
+                        () = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+                    }
+                }
+            }
+        }
+    };
     let ctx = Arc::new(Ctx {
         js,
         max_deliver: config.scheduler.max_deliver,
@@ -119,8 +135,11 @@ pub(crate) async fn consume(
                 tracing::warn!(%error, "alert consumer error");
             }
             None => {
-                tracing::warn!("alert consumer stream ended");
-                break;
+                tracing::warn!("alert consumer stream ended; reopening");
+                match reopen().await {
+                    Some(stream) => messages = stream,
+                    None => break,
+                }
             }
         }
     }

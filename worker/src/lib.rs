@@ -191,12 +191,14 @@ async fn consume(
         )
         .await
         .map_err(|e| consumer_err(Box::new(e)))?;
-    let mut messages = consumer
-        .stream()
-        .max_messages_per_batch(capacity.min(256))
-        .messages()
-        .await
-        .map_err(|e| consumer_err(Box::new(e)))?;
+    let open = || async {
+        consumer
+            .stream()
+            .max_messages_per_batch(capacity.min(256))
+            .messages()
+            .await
+    };
+    let mut messages = open().await.map_err(|e| consumer_err(Box::new(e)))?;
     let limit = Arc::new(Semaphore::new(capacity));
     let tasks = shutdown.child();
     tracing::info!(capacity, runners = section.runners, "worker consuming runs");
@@ -222,8 +224,23 @@ async fn consume(
             }
             Some(Err(error)) => tracing::warn!(%error, "run consumer error"),
             None => {
-                tracing::warn!("run consumer stream ended");
-                break;
+                // The pull stream can end after a long disconnection: open a new one.
+                tracing::warn!("run consumer stream ended; reopening");
+                loop {
+                    match open().await {
+                        Ok(stream) => {
+                            messages = stream;
+                            break;
+                        }
+                        Err(error) => {
+                            tracing::warn!(%error, "failed to reopen the run stream; retrying");
+                            tokio::select! {
+                                () = shutdown.cancelled() => break,
+                                () = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+                            }
+                        }
+                    }
+                }
             }
         }
     }
