@@ -5,6 +5,7 @@
 
 mod auth;
 pub mod config;
+pub mod formats;
 mod generic;
 mod http;
 mod publish;
