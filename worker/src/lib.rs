@@ -195,6 +195,9 @@ async fn consume(
         consumer
             .stream()
             .max_messages_per_batch(capacity.min(256))
+            // Short expiry and heartbeat: a restarted server is noticed within seconds.
+            .expires(std::time::Duration::from_secs(10))
+            .heartbeat(std::time::Duration::from_secs(3))
             .messages()
             .await
     };
