@@ -10,10 +10,12 @@ use axum::routing::get;
 pub(crate) async fn start(delay: Duration) -> anyhow::Result<String> {
     let app = Router::new().route(
         "/lookup/{value}",
-        get(move |axum::extract::Path(value): axum::extract::Path<String>| async move {
-            tokio::time::sleep(delay).await;
-            axum::Json(serde_json::json!({ "value": value, "malicious": false }))
-        }),
+        get(
+            move |axum::extract::Path(value): axum::extract::Path<String>| async move {
+                tokio::time::sleep(delay).await;
+                axum::Json(serde_json::json!({ "value": value, "malicious": false }))
+            },
+        ),
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}", listener.local_addr()?);

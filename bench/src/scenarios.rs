@@ -163,7 +163,9 @@ async fn drive(
     let url = format!("{}/v1/alerts", bench.dev.env.ingest_url);
     let start = Instant::now();
     let deadline = start + options.duration;
-    let per_request = options.rate.map(|r| Duration::from_secs_f64(options.batch as f64 / r));
+    let per_request = options
+        .rate
+        .map(|r| Duration::from_secs_f64(options.batch as f64 / r));
     let mut tasks = Vec::new();
     for _ in 0..options.concurrency.max(1) {
         let (http, url, key, body, next) = (
@@ -242,7 +244,9 @@ async fn settle(bench: &Bench, expected: i64) -> anyhow::Result<()> {
             return Ok(());
         }
         if start.elapsed() > Duration::from_secs(300) {
-            bail!("the pipeline did not settle: {alerts}/{expected} alerts, {unfinished} runs unfinished");
+            bail!(
+                "the pipeline did not settle: {alerts}/{expected} alerts, {unfinished} runs unfinished"
+            );
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -256,13 +260,28 @@ pub(crate) async fn run(config: StackConfig, options: &Options) -> anyhow::Resul
     let bench = start(config, options).await?;
     let result = match options.scenario {
         Scenario::Ingest => ingest(&bench, options).await,
-        Scenario::E2e => pipeline(&bench, options, "bench-e2e", serde_json::json!({}), "trivial").await,
+        Scenario::E2e => {
+            pipeline(
+                &bench,
+                options,
+                "bench-e2e",
+                serde_json::json!({}),
+                "trivial",
+            )
+            .await
+        }
         Scenario::Enrichment => {
             let api = fake::start(Duration::from_millis(100)).await?;
             let mut options = options.clone();
             options.rate.get_or_insert(20.0);
-            pipeline(&bench, &options, "bench-enrich", serde_json::json!({ "fake_api": api }), "enrich")
-                .await
+            pipeline(
+                &bench,
+                &options,
+                "bench-enrich",
+                serde_json::json!({ "fake_api": api }),
+                "enrich",
+            )
+            .await
         }
         Scenario::Steps => steps(&bench, options).await,
     };
@@ -274,7 +293,10 @@ pub(crate) async fn run(config: StackConfig, options: &Options) -> anyhow::Resul
 
 async fn ingest(bench: &Bench, options: &Options) -> anyhow::Result<Report> {
     let batch = options.batch;
-    let driven = drive(bench, options, move |i| alerts("bench-ingest", i, batch, &serde_json::json!({}))).await?;
+    let driven = drive(bench, options, move |i| {
+        alerts("bench-ingest", i, batch, &serde_json::json!({}))
+    })
+    .await?;
     let (p50, p90, p99, max) = summarize(driven.request_ms);
     let alerts = driven.accepted * batch as u64;
     let mut extra = std::collections::BTreeMap::new();
@@ -335,8 +357,14 @@ async fn pipeline(
     let (r50, r90, r99, rmax) = summarize(run_time);
     let mut extra = std::collections::BTreeMap::new();
     for (k, v) in [
-        ("started_p50_ms", s50), ("started_p90_ms", s90), ("started_p99_ms", s99), ("started_max_ms", smax),
-        ("run_p50_ms", r50), ("run_p90_ms", r90), ("run_p99_ms", r99), ("run_max_ms", rmax),
+        ("started_p50_ms", s50),
+        ("started_p90_ms", s90),
+        ("started_p99_ms", s99),
+        ("started_max_ms", smax),
+        ("run_p50_ms", r50),
+        ("run_p90_ms", r90),
+        ("run_p99_ms", r99),
+        ("run_max_ms", rmax),
         ("failed_runs", failed as f64),
         ("offered_rate", options.rate.unwrap_or(0.0)),
     ] {
@@ -362,14 +390,20 @@ async fn pipeline(
 
 async fn steps(bench: &Bench, options: &Options) -> anyhow::Result<Report> {
     // Sequential runs, one at a time: this measures latency, not throughput.
-    let count = u64::try_from(options.duration.as_secs().max(2) * 2).unwrap_or(20);
+    let count = options.duration.as_secs().max(2) * 2;
     let mut sequential = options.clone();
     sequential.concurrency = 1;
     sequential.batch = 1;
     sequential.rate = Some(2.0);
     sequential.duration = Duration::from_secs(count / 2);
-    drive(bench, &sequential, |i| alerts("bench-steps", i, 1, &serde_json::json!({}))).await?;
-    drive(bench, &sequential, |i| alerts("bench-one-step", i, 1, &serde_json::json!({}))).await?;
+    drive(bench, &sequential, |i| {
+        alerts("bench-steps", i, 1, &serde_json::json!({}))
+    })
+    .await?;
+    drive(bench, &sequential, |i| {
+        alerts("bench-one-step", i, 1, &serde_json::json!({}))
+    })
+    .await?;
     let expected = bench.store.alert_count(DEV_TENANT).await?;
     settle(bench, expected).await?;
     let timings = bench.store.run_timings(DEV_TENANT).await?;
@@ -387,7 +421,10 @@ async fn steps(bench: &Bench, options: &Options) -> anyhow::Result<Report> {
     let (o50, _, _, _) = summarize(one);
     let mut extra = std::collections::BTreeMap::new();
     extra.insert("one_step_p50_ms".to_owned(), o50);
-    extra.insert("per_action_overhead_ms".to_owned(), ((p50 - o50) / 39.0).max(0.0));
+    extra.insert(
+        "per_action_overhead_ms".to_owned(),
+        ((p50 - o50) / 39.0).max(0.0),
+    );
     Ok(Report {
         scenario: "steps".to_owned(),
         count: n,

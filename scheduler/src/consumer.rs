@@ -67,17 +67,14 @@ pub(crate) async fn consume(
         .map_err(|e| consumer_err(Box::new(e)))?;
     let concurrency = config.scheduler.concurrency;
     let consumer = stream
-        .get_or_create_consumer(
-            subjects::SCHEDULER_CONSUMER,
-            pull::Config {
-                durable_name: Some(subjects::SCHEDULER_CONSUMER.to_owned()),
-                ack_policy: jetstream::consumer::AckPolicy::Explicit,
-                ack_wait: config.scheduler.ack_wait,
-                max_ack_pending: i64::try_from(concurrency).unwrap_or(i64::MAX),
-                max_deliver: config.scheduler.max_deliver,
-                ..Default::default()
-            },
-        )
+        .create_consumer(pull::Config {
+            durable_name: Some(subjects::SCHEDULER_CONSUMER.to_owned()),
+            ack_policy: jetstream::consumer::AckPolicy::Explicit,
+            ack_wait: config.scheduler.ack_wait,
+            max_ack_pending: i64::try_from(concurrency).unwrap_or(i64::MAX),
+            max_deliver: config.scheduler.max_deliver,
+            ..Default::default()
+        })
         .await
         .map_err(|e| consumer_err(Box::new(e)))?;
     let mut messages = open_stream(&consumer, concurrency)

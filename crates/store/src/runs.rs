@@ -714,9 +714,11 @@ impl Store {
 
     /// Alerts of `tenant` recorded so far.
     pub async fn alert_count(&self, tenant: &str) -> Result<i64, StoreError> {
-        Ok(sqlx::query_scalar("SELECT count(*) FROM alerts WHERE tenant_id = $1")
-            .bind(tenant)
-            .fetch_one(self.pool())
-            .await?)
+        Ok(
+            sqlx::query_scalar("SELECT count(*) FROM alerts WHERE tenant_id = $1")
+                .bind(tenant)
+                .fetch_one(self.pool())
+                .await?,
+        )
     }
 }
