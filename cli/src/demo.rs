@@ -140,6 +140,12 @@ async fn drive(dev: &Dev, body: Vec<u8>, timeout: Duration) -> anyhow::Result<()
                 } else {
                     format!("error: {error}")
                 };
+                let outcome = if outcome.chars().count() > 160 {
+                    let short: String = outcome.chars().take(157).collect();
+                    format!("{short}...")
+                } else {
+                    outcome
+                };
                 let steps = detail["steps"].as_array().map_or(0, Vec::len);
                 println!(
                     "run {id} {}: {outcome} ({steps} steps)",

@@ -5,8 +5,8 @@
 
 pub mod client;
 pub mod demo;
-pub mod dev;
-pub mod stack;
+
+pub use tocsin_stack::{dev, stack};
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -80,6 +80,8 @@ enum Command {
     /// Start or inspect runs.
     #[command(subcommand)]
     Run(RunCommand),
+    /// Run a benchmark scenario against a private stack: ingest, e2e, enrichment, steps.
+    Bench(BenchArgs),
     /// Runner process (started by the worker; speaks protobuf frames on stdin/stdout).
     #[command(hide = true)]
     Runner,
@@ -150,6 +152,35 @@ struct DeployArgs {
     /// Tenant to deploy for.
     #[arg(long, default_value = "default")]
     tenant: String,
+}
+
+#[derive(Debug, Args)]
+struct BenchArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// ingest | e2e | enrichment | steps.
+    scenario: String,
+    /// Seconds of load.
+    #[arg(long, default_value_t = 10)]
+    duration: u64,
+    /// Alerts per second to offer (default: as fast as the concurrency allows).
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Requests in flight.
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    /// Alerts per request (NDJSON batches when above 1).
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
+    /// Worker runner processes.
+    #[arg(long, default_value_t = 2)]
+    runners: usize,
+    /// Concurrent runs per runner.
+    #[arg(long, default_value_t = 32)]
+    runs_per_runner: usize,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -513,6 +544,29 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
                 .with_context(|| format!("failed to create a key for tenant {tenant}"))?;
             println!("{}", key.secret);
             eprintln!("key {} created; it is shown only this once", key.id);
+            Ok(())
+        }
+        Command::Bench(args) => {
+            let config: StackConfig = load(&args.config)?;
+            let _guard = tocsin_core::telemetry::init(&config.telemetry, "tocsin-bench");
+            let scenario: tocsin_bench::Scenario =
+                args.scenario.parse().map_err(anyhow::Error::msg)?;
+            let options = tocsin_bench::Options {
+                scenario,
+                duration: Duration::from_secs(args.duration.max(1)),
+                rate: args.rate.filter(|r| *r > 0.0),
+                concurrency: args.concurrency.max(1),
+                batch: args.batch.max(1),
+                data_dir: None,
+                runners: args.runners.max(1),
+                runs_per_runner: args.runs_per_runner.max(1),
+            };
+            let report = tocsin_bench::run(config, &options).await?;
+            if args.json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                print!("{report}");
+            }
             Ok(())
         }
         Command::Secret(SecretCommand::Set {

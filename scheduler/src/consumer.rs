@@ -67,28 +67,24 @@ pub(crate) async fn consume(
         .map_err(|e| consumer_err(Box::new(e)))?;
     let concurrency = config.scheduler.concurrency;
     let consumer = stream
-        .get_or_create_consumer(
-            subjects::SCHEDULER_CONSUMER,
-            pull::Config {
-                durable_name: Some(subjects::SCHEDULER_CONSUMER.to_owned()),
-                ack_policy: jetstream::consumer::AckPolicy::Explicit,
-                ack_wait: config.scheduler.ack_wait,
-                max_ack_pending: i64::try_from(concurrency).unwrap_or(i64::MAX),
-                max_deliver: config.scheduler.max_deliver,
-                ..Default::default()
-            },
-        )
+        .create_consumer(pull::Config {
+            durable_name: Some(subjects::SCHEDULER_CONSUMER.to_owned()),
+            ack_policy: jetstream::consumer::AckPolicy::Explicit,
+            ack_wait: config.scheduler.ack_wait,
+            max_ack_pending: i64::try_from(concurrency).unwrap_or(i64::MAX),
+            max_deliver: config.scheduler.max_deliver,
+            ..Default::default()
+        })
         .await
         .map_err(|e| consumer_err(Box::new(e)))?;
-    let mut messages = consumer
-        .messages()
+    let mut messages = open_stream(&consumer, concurrency)
         .await
         .map_err(|e| consumer_err(Box::new(e)))?;
     let reopen = || async {
         // The pull stream can end when the connection to the server is lost for long; open
         // a new one (retrying) rather than stopping the scheduler.
         loop {
-            match consumer.messages().await {
+            match open_stream(&consumer, concurrency).await {
                 Ok(stream) => return Some(stream),
                 Err(error) => {
                     tracing::warn!(%error, "failed to reopen the alert stream; retrying");
@@ -150,6 +146,21 @@ pub(crate) async fn consume(
         );
     }
     Ok(())
+}
+
+/// Pull requests expire and heartbeat quickly so that a restarted server is noticed within
+/// seconds (a lost pull request is only replaced after a missed heartbeat).
+async fn open_stream(
+    consumer: &jetstream::consumer::Consumer<pull::Config>,
+    batch: usize,
+) -> Result<pull::Stream, jetstream::consumer::StreamError> {
+    consumer
+        .stream()
+        .max_messages_per_batch(batch.min(256))
+        .expires(std::time::Duration::from_secs(10))
+        .heartbeat(std::time::Duration::from_secs(3))
+        .messages()
+        .await
 }
 
 async fn handle_message(ctx: &Ctx, message: jetstream::Message) {

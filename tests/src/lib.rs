@@ -11,10 +11,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use serde_json::Value;
-use tocsin_cli::stack::{Stack, StackConfig, deploy_playbooks};
 use tocsin_core::Shutdown;
 use tocsin_core::config::Secret;
 use tocsin_devstack::{NatsServer, PgCluster};
+use tocsin_stack::stack::{Stack, StackConfig, deploy_playbooks};
 use tocsin_store::Store;
 use tocsin_store::keys::KeyKind;
 

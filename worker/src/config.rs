@@ -60,6 +60,9 @@ pub struct WorkerSection {
     /// Deliveries of a job that keeps failing for infrastructure reasons before it is
     /// dead-lettered (recorded in Postgres, never silently dropped).
     pub max_deliver: i64,
+    /// Jobs in flight across the whole pool (all workers sharing `consumer`): the durable
+    /// consumer's `max_ack_pending`. Each worker takes at most runners × runs_per_runner.
+    pub pool_max_ack_pending: i64,
 }
 
 impl Default for WorkerSection {
@@ -77,6 +80,7 @@ impl Default for WorkerSection {
             runner_start_timeout: Duration::from_secs(30),
             hard_deadline_margin: Duration::from_secs(30),
             max_deliver: 20,
+            pool_max_ack_pending: 10_000,
         }
     }
 }
@@ -89,6 +93,9 @@ impl Validate for Config {
         }
         if w.runs_per_runner == 0 || w.runs_per_runner > 10_000 {
             problems.push("worker.runs_per_runner must be between 1 and 10000".to_owned());
+        }
+        if w.pool_max_ack_pending < 1 {
+            problems.push("worker.pool_max_ack_pending must be at least 1".to_owned());
         }
         if w.max_deliver < 2 {
             problems.push("worker.max_deliver must be at least 2".to_owned());

@@ -177,24 +177,28 @@ async fn consume(
         .await
         .map_err(|e| consumer_err(Box::new(e)))?;
     let consumer = stream
-        .get_or_create_consumer(
-            &section.consumer,
-            pull::Config {
-                durable_name: Some(section.consumer.clone()),
-                filter_subject: section.filter_subject.clone(),
-                ack_policy: jetstream::consumer::AckPolicy::Explicit,
-                ack_wait: section.ack_wait,
-                max_ack_pending: i64::try_from(capacity).unwrap_or(i64::MAX),
-                max_deliver: section.max_deliver,
-                ..Default::default()
-            },
-        )
+        // Create or update: a changed ack_wait, max_deliver or pool limit reaches the
+        // existing durable consumer.
+        .create_consumer(pull::Config {
+            durable_name: Some(section.consumer.clone()),
+            filter_subject: section.filter_subject.clone(),
+            ack_policy: jetstream::consumer::AckPolicy::Explicit,
+            ack_wait: section.ack_wait,
+            // Pool-wide: every worker pod of the pool shares this consumer; each pod bounds
+            // its own concurrency with its semaphore.
+            max_ack_pending: section.pool_max_ack_pending,
+            max_deliver: section.max_deliver,
+            ..Default::default()
+        })
         .await
         .map_err(|e| consumer_err(Box::new(e)))?;
     let open = || async {
         consumer
             .stream()
             .max_messages_per_batch(capacity.min(256))
+            // Short expiry and heartbeat: a restarted server is noticed within seconds.
+            .expires(std::time::Duration::from_secs(10))
+            .heartbeat(std::time::Duration::from_secs(3))
             .messages()
             .await
     };

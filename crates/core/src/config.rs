@@ -3,8 +3,9 @@
 //! Layers, later wins: defaults in code → optional TOML file (`--config`) → environment.
 //! Environment variables are `TOCSIN_<SECTION>__<FIELD>` (for example
 //! `TOCSIN_WORKER__RUNNERS=4`), plus two conventional aliases: `TOCSIN_NATS_URL` for
-//! `nats.url` and `TOCSIN_DATABASE_URL` for `postgres.url`. Other `TOCSIN_*` variables (the
-//! client settings written to `dev.env`) are ignored by the loader.
+//! `nats.url` and `TOCSIN_DATABASE_URL` for `postgres.url`. A variable for a section the
+//! service does not have (another service's, or a client setting from `dev.env`) is ignored;
+//! an unknown field in a section it has is an error.
 
 use std::fmt;
 use std::path::Path;
@@ -48,15 +49,22 @@ where
     if let Some(file) = file {
         figment = figment.merge(Toml::file_exact(file));
     }
+    // The environment is shared by every service (and `dev.env` sets client variables too):
+    // a variable for a section this service does not have is not an error, it is someone
+    // else's. Within a known section, unknown fields are still rejected.
+    let sections: Vec<String> = serde_json::to_value(T::default())
+        .ok()
+        .and_then(|v| v.as_object().map(|o| o.keys().cloned().collect()))
+        .unwrap_or_default();
     let env = env
-        .filter(|key| {
-            let key = key.as_str();
-            key.contains("__") || key == "nats_url" || key == "database_url"
-        })
-        .map(|key| match key.as_str() {
-            "nats_url" => "nats.url".into(),
-            "database_url" => "postgres.url".into(),
-            other => other.replace("__", ".").into(),
+        .filter(move |key| env_target(key.as_str(), &sections).is_some())
+        .map(|key| {
+            let lowered = key.as_str().to_ascii_lowercase();
+            match lowered.as_str() {
+                "nats_url" => "nats.url".into(),
+                "database_url" => "postgres.url".into(),
+                other => other.replace("__", ".").into(),
+            }
         });
     let config: T = figment
         .merge(env)
@@ -69,6 +77,21 @@ where
     } else {
         Err(ConfigError::Invalid(problems))
     }
+}
+
+/// The section an environment key (without the `TOCSIN_` prefix) configures, when this
+/// configuration has that section.
+fn env_target<'a>(key: &str, sections: &'a [String]) -> Option<&'a str> {
+    let key = key.to_ascii_lowercase();
+    let section = match key.as_str() {
+        "nats_url" => "nats",
+        "database_url" => "postgres",
+        other => other.split_once("__")?.0,
+    };
+    sections
+        .iter()
+        .find(|s| s.as_str() == section)
+        .map(String::as_str)
 }
 
 /// A secret string (a URL with a password, a key): shown as `<redacted>` by `Debug`.
@@ -298,6 +321,25 @@ mod tests {
     fn no_env() -> Env {
         // A prefix nothing uses: the test must not depend on (or mutate) the process env.
         Env::prefixed("TOCSIN_CONFIG_TEST_UNUSED_")
+    }
+
+    #[test]
+    fn environment_keys_apply_only_to_sections_this_service_has() {
+        let sections = vec!["nats".to_owned(), "shutdown".to_owned()];
+        assert_eq!(env_target("NATS_URL", &sections), Some("nats"));
+        assert_eq!(env_target("nats__url", &sections), Some("nats"));
+        assert_eq!(env_target("SHUTDOWN__GRACE", &sections), Some("shutdown"));
+        assert_eq!(
+            env_target("DATABASE_URL", &sections),
+            None,
+            "no postgres section"
+        );
+        assert_eq!(
+            env_target("WORKER__RUNNERS", &sections),
+            None,
+            "another service's"
+        );
+        assert_eq!(env_target("API_KEY", &sections), None, "a client variable");
     }
 
     #[test]

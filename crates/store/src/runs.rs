@@ -672,3 +672,53 @@ pub struct LogLine {
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
 }
+
+/// When a run's alert was accepted, and when the run started and finished (benchmarks).
+#[derive(Debug, Clone, FromRow)]
+pub struct RunTiming {
+    /// Playbook name.
+    pub playbook: String,
+    /// Final or current status.
+    pub status: String,
+    /// When ingest accepted the triggering alert.
+    pub received_at: Option<OffsetDateTime>,
+    /// First claim.
+    pub started_at: Option<OffsetDateTime>,
+    /// Completion.
+    pub finished_at: Option<OffsetDateTime>,
+}
+
+impl Store {
+    /// Timings of every run of `tenant` (benchmarks and diagnostics).
+    pub async fn run_timings(&self, tenant: &str) -> Result<Vec<RunTiming>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT r.playbook, r.status, a.received_at, r.started_at, r.finished_at
+             FROM runs r LEFT JOIN alerts a ON a.id = r.alert_id
+             WHERE r.tenant_id = $1",
+        )
+        .bind(tenant)
+        .fetch_all(self.pool())
+        .await?)
+    }
+
+    /// Runs of `tenant` not yet final (queued, running or suspended).
+    pub async fn unfinished_runs(&self, tenant: &str) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT count(*) FROM runs WHERE tenant_id = $1
+               AND status IN ('queued', 'running', 'waiting_approval', 'sleeping')",
+        )
+        .bind(tenant)
+        .fetch_one(self.pool())
+        .await?)
+    }
+
+    /// Alerts of `tenant` recorded so far.
+    pub async fn alert_count(&self, tenant: &str) -> Result<i64, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT count(*) FROM alerts WHERE tenant_id = $1")
+                .bind(tenant)
+                .fetch_one(self.pool())
+                .await?,
+        )
+    }
+}

@@ -1,0 +1,61 @@
+//! Benchmarks (`tocsin bench <scenario>`): each scenario starts a private stack exactly like
+//! `tocsin dev` (private nats-server and PostgreSQL, durable settings), deploys its own
+//! playbooks, drives load over HTTP with bounded concurrency (and an optional rate), and
+//! reports throughput and latency percentiles. Latencies of the pipeline are read from the
+//! timestamps Postgres recorded (alert accepted → run started → run finished), so the load
+//! generator's own scheduling does not distort them.
+#![forbid(unsafe_code)]
+
+mod fake;
+mod report;
+mod scenarios;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use report::Report;
+pub use scenarios::Scenario;
+
+/// How to run a benchmark.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Which scenario.
+    pub scenario: Scenario,
+    /// How long to drive load.
+    pub duration: Duration,
+    /// Target alerts (or requests) per second; `None` = as fast as the concurrency allows.
+    pub rate: Option<f64>,
+    /// Requests in flight at once.
+    pub concurrency: usize,
+    /// Alerts per request (1 = single-alert requests; more = NDJSON batches).
+    pub batch: usize,
+    /// State directory; a temporary one when `None`.
+    pub data_dir: Option<PathBuf>,
+    /// Worker runner processes.
+    pub runners: usize,
+    /// Concurrent runs per runner.
+    pub runs_per_runner: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            scenario: Scenario::E2e,
+            duration: Duration::from_secs(10),
+            rate: None,
+            concurrency: 32,
+            batch: 1,
+            data_dir: None,
+            runners: 2,
+            runs_per_runner: 32,
+        }
+    }
+}
+
+/// Runs a benchmark and returns its report.
+pub async fn run(
+    config: tocsin_stack::stack::StackConfig,
+    options: &Options,
+) -> anyhow::Result<Report> {
+    scenarios::run(config, options).await
+}

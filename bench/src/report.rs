@@ -1,0 +1,87 @@
+//! Benchmark reports: percentiles, a table for people and JSON for plots.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::Serialize;
+
+/// The outcome of one scenario.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// Scenario name.
+    pub scenario: String,
+    /// Measured operations (alerts accepted, runs finished, ...).
+    pub count: usize,
+    /// Operations per second over the measured window.
+    pub throughput_per_s: f64,
+    /// Latency percentiles of the scenario's main measure, in milliseconds.
+    pub p50_ms: f64,
+    /// 90th percentile.
+    pub p90_ms: f64,
+    /// 99th percentile.
+    pub p99_ms: f64,
+    /// Maximum.
+    pub max_ms: f64,
+    /// What the latency measures.
+    pub latency: String,
+    /// Further figures (other percentiles, derived overheads), by name.
+    pub extra: BTreeMap<String, f64>,
+}
+
+/// Percentile `p` (0-100) of sorted `values` (nearest rank); 0 when empty.
+pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    #[allow(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        clippy::cast_precision_loss
+    )]
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// p50/p90/p99/max of unsorted milliseconds.
+pub(crate) fn summarize(mut values: Vec<f64>) -> (f64, f64, f64, f64) {
+    values.sort_by(f64::total_cmp);
+    (
+        percentile(&values, 50.0),
+        percentile(&values, 90.0),
+        percentile(&values, 99.0),
+        values.last().copied().unwrap_or(0.0),
+    )
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "scenario      {}", self.scenario)?;
+        writeln!(f, "count         {}", self.count)?;
+        writeln!(f, "throughput    {:.1}/s", self.throughput_per_s)?;
+        writeln!(f, "latency       {}", self.latency)?;
+        writeln!(
+            f,
+            "  p50 {:.2} ms   p90 {:.2} ms   p99 {:.2} ms   max {:.2} ms",
+            self.p50_ms, self.p90_ms, self.p99_ms, self.max_ms
+        )?;
+        for (name, value) in &self.extra {
+            writeln!(f, "{name:<14}{value:.3}")?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nearest_rank_percentiles() {
+        let v: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert!((percentile(&v, 50.0) - 50.0).abs() < f64::EPSILON);
+        assert!((percentile(&v, 99.0) - 99.0).abs() < f64::EPSILON);
+        assert!((percentile(&v, 100.0) - 100.0).abs() < f64::EPSILON);
+        assert!(percentile(&[], 50.0).abs() < f64::EPSILON);
+        assert_eq!(summarize(vec![3.0, 1.0, 2.0]), (2.0, 3.0, 3.0, 3.0));
+    }
+}

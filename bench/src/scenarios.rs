@@ -1,0 +1,439 @@
+//! The scenarios and the load driver.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use tocsin_core::Shutdown;
+use tocsin_stack::dev::{DEV_TENANT, Dev, DevOptions};
+use tocsin_stack::stack::StackConfig;
+use tocsin_store::Store;
+
+use crate::report::{Report, summarize};
+use crate::{Options, fake};
+
+/// The benchmark scenarios.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scenario {
+    /// Alerts accepted per second by ingest (202 after PubAck), no playbook runs.
+    Ingest,
+    /// Alert posted → trivial one-action playbook finished, case written.
+    E2e,
+    /// A playbook doing 5 parallel lookups against a fake API answering in 100 ms.
+    Enrichment,
+    /// A 40-step sequential playbook, and the per-action journal overhead.
+    Steps,
+}
+
+impl Scenario {
+    /// The scenario's name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::Ingest => "ingest",
+            Scenario::E2e => "e2e",
+            Scenario::Enrichment => "enrichment",
+            Scenario::Steps => "steps",
+        }
+    }
+}
+
+impl std::str::FromStr for Scenario {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "ingest" => Ok(Scenario::Ingest),
+            "e2e" => Ok(Scenario::E2e),
+            "enrichment" => Ok(Scenario::Enrichment),
+            "steps" => Ok(Scenario::Steps),
+            other => Err(format!(
+                "unknown scenario {other:?}: expected ingest, e2e, enrichment or steps"
+            )),
+        }
+    }
+}
+
+const PLAYBOOKS: &str = r#"
+import asyncio
+from tocsin import playbook, action, http
+
+@action(idempotent=True)
+async def noop(n: int) -> int:
+    return n
+
+@playbook(when={"source": "bench-e2e"})
+async def trivial(alert, run):
+    return {"n": await noop(1)}
+
+@action(idempotent=True, timeout="10s")
+async def lookup(base: str, value: str) -> dict:
+    response = await http.get(f"{base}/lookup/{value}", timeout=10)
+    return response.json()
+
+@playbook(when={"source": "bench-enrich"})
+async def enrich(alert, run):
+    base = alert.raw["fake_api"]
+    results = await asyncio.gather(*(lookup(base, f"10.0.0.{i}") for i in range(5)))
+    return {"lookups": len(results)}
+
+@playbook(when={"source": "bench-steps"})
+async def forty_steps(alert, run):
+    total = 0
+    for i in range(40):
+        total += await noop(i)
+    return {"total": total}
+
+@playbook(when={"source": "bench-one-step"})
+async def one_step(alert, run):
+    return {"total": await noop(0)}
+"#;
+
+struct Bench {
+    dev: Dev,
+    store: Store,
+    http: reqwest::Client,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+async fn start(mut config: StackConfig, options: &Options) -> anyhow::Result<Bench> {
+    let (tmp, root) = match &options.data_dir {
+        Some(dir) => (None, dir.clone()),
+        None => {
+            let tmp = tempfile::tempdir()?;
+            let root = tmp.path().to_owned();
+            (Some(tmp), root)
+        }
+    };
+    // PostgreSQL may run as the postgres user: it must reach the data dir.
+    std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o755))?;
+    let playbooks = root.join("playbooks");
+    std::fs::create_dir_all(&playbooks)?;
+    std::fs::write(playbooks.join("bench.py"), PLAYBOOKS)?;
+    if config.worker.sdk_path.is_none() {
+        let sdk = PathBuf::from("playbooks/sdk");
+        if sdk.join("tocsin").is_dir() {
+            config.worker.sdk_path = Some(std::path::absolute(sdk)?);
+        }
+    }
+    config.worker.runners = options.runners;
+    config.worker.runs_per_runner = options.runs_per_runner;
+    config.scheduler.concurrency = 256;
+    config.postgres.max_connections = 16;
+    let dev_options = DevOptions {
+        data_dir: root.join("state"),
+        playbooks,
+        ingest_addr: "127.0.0.1:0".parse()?,
+        api_addr: "127.0.0.1:0".parse()?,
+    };
+    let dev = Dev::start(config.clone(), &dev_options, &Shutdown::new()).await?;
+    let mut db = config.postgres.clone();
+    db.url = tocsin_core::config::Secret::new(dev.env.database_url.clone());
+    let store = Store::connect(&db).await?;
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(options.concurrency)
+        .timeout(Duration::from_secs(30))
+        .build()?;
+    Ok(Bench {
+        dev,
+        store,
+        http,
+        _tmp: tmp,
+    })
+}
+
+/// What the load driver measured.
+struct Driven {
+    accepted: u64,
+    elapsed: Duration,
+    request_ms: Vec<f64>,
+}
+
+/// Posts alerts for `options.duration` with `options.concurrency` requests in flight,
+/// paced to `options.rate` alerts/s when set. `body(i)` builds the i-th request body.
+async fn drive(
+    bench: &Bench,
+    options: &Options,
+    body: impl Fn(u64) -> String + Send + Sync + 'static,
+) -> anyhow::Result<Driven> {
+    let body = Arc::new(body);
+    let next = Arc::new(AtomicU64::new(0));
+    let url = format!("{}/v1/alerts", bench.dev.env.ingest_url);
+    let start = Instant::now();
+    let deadline = start + options.duration;
+    let per_request = options
+        .rate
+        .map(|r| Duration::from_secs_f64(options.batch as f64 / r));
+    let mut tasks = Vec::new();
+    for _ in 0..options.concurrency.max(1) {
+        let (http, url, key, body, next) = (
+            bench.http.clone(),
+            url.clone(),
+            bench.dev.env.ingest_key.clone(),
+            body.clone(),
+            next.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut accepted = 0u64;
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if let Some(gap) = per_request {
+                    let due = start + gap.mul_f64(i as f64);
+                    if due >= deadline {
+                        break;
+                    }
+                    tokio::time::sleep_until(due.into()).await;
+                } else if Instant::now() >= deadline {
+                    break;
+                }
+                let sent = Instant::now();
+                let response = http.post(&url).bearer_auth(&key).body(body(i)).send().await;
+                match response {
+                    Ok(r) if r.status() == 202 => {
+                        latencies.push(sent.elapsed().as_secs_f64() * 1000.0);
+                        accepted += 1;
+                    }
+                    Ok(r) => anyhow::bail!("ingest answered {}", r.status()),
+                    Err(e) => return Err(anyhow::Error::new(e).context("post failed")),
+                }
+            }
+            Ok((accepted, latencies))
+        }));
+    }
+    let mut request_ms = Vec::new();
+    let mut accepted = 0;
+    for task in tasks {
+        let (n, l) = task.await.context("load task panicked")??;
+        accepted += n;
+        request_ms.extend(l);
+    }
+    Ok(Driven {
+        accepted,
+        elapsed: start.elapsed(),
+        request_ms,
+    })
+}
+
+fn alerts(source: &str, i: u64, batch: usize, extra: &serde_json::Value) -> String {
+    (0..batch)
+        .map(|j| {
+            let mut alert = serde_json::json!({
+                "title": "benchmark alert", "severity": "high", "source": source,
+                "source_ref": format!("{source}-{i}-{j}"),
+                "observables": [{"type": "ip", "value": "203.0.113.10"}],
+            });
+            if let (Some(a), Some(e)) = (alert.as_object_mut(), extra.as_object()) {
+                a.extend(e.clone());
+            }
+            alert.to_string()
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Waits until `expected` alerts are recorded and no run is unfinished.
+async fn settle(bench: &Bench, expected: i64) -> anyhow::Result<()> {
+    let start = Instant::now();
+    loop {
+        let alerts = bench.store.alert_count(DEV_TENANT).await?;
+        let unfinished = bench.store.unfinished_runs(DEV_TENANT).await?;
+        if alerts >= expected && unfinished == 0 {
+            return Ok(());
+        }
+        if start.elapsed() > Duration::from_secs(300) {
+            bail!(
+                "the pipeline did not settle: {alerts}/{expected} alerts, {unfinished} runs unfinished"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn ms(d: time::Duration) -> f64 {
+    d.as_seconds_f64() * 1000.0
+}
+
+pub(crate) async fn run(config: StackConfig, options: &Options) -> anyhow::Result<Report> {
+    let bench = start(config, options).await?;
+    let result = match options.scenario {
+        Scenario::Ingest => ingest(&bench, options).await,
+        Scenario::E2e => {
+            pipeline(
+                &bench,
+                options,
+                "bench-e2e",
+                serde_json::json!({}),
+                "trivial",
+            )
+            .await
+        }
+        Scenario::Enrichment => {
+            let api = fake::start(Duration::from_millis(100)).await?;
+            let mut options = options.clone();
+            options.rate.get_or_insert(20.0);
+            pipeline(
+                &bench,
+                &options,
+                "bench-enrich",
+                serde_json::json!({ "fake_api": api }),
+                "enrich",
+            )
+            .await
+        }
+        Scenario::Steps => steps(&bench, options).await,
+    };
+    let stopped = bench.dev.stop().await;
+    let report = result?;
+    stopped?;
+    Ok(report)
+}
+
+async fn ingest(bench: &Bench, options: &Options) -> anyhow::Result<Report> {
+    let batch = options.batch;
+    let driven = drive(bench, options, move |i| {
+        alerts("bench-ingest", i, batch, &serde_json::json!({}))
+    })
+    .await?;
+    let (p50, p90, p99, max) = summarize(driven.request_ms);
+    let alerts = driven.accepted * batch as u64;
+    let mut extra = std::collections::BTreeMap::new();
+    extra.insert("batch".to_owned(), batch as f64);
+    extra.insert("requests".to_owned(), driven.accepted as f64);
+    Ok(Report {
+        scenario: "ingest".to_owned(),
+        count: alerts as usize,
+        throughput_per_s: alerts as f64 / driven.elapsed.as_secs_f64(),
+        p50_ms: p50,
+        p90_ms: p90,
+        p99_ms: p99,
+        max_ms: max,
+        latency: format!("HTTP request (batch of {batch}) until 202"),
+        extra,
+    })
+}
+
+async fn pipeline(
+    bench: &Bench,
+    options: &Options,
+    source: &'static str,
+    extra_fields: serde_json::Value,
+    playbook: &str,
+) -> anyhow::Result<Report> {
+    let batch = options.batch;
+    let fields = extra_fields.clone();
+    let driven = drive(bench, options, move |i| alerts(source, i, batch, &fields)).await?;
+    let expected = i64::try_from(driven.accepted * batch as u64).unwrap_or(i64::MAX);
+    settle(bench, expected).await?;
+    let timings: Vec<_> = bench
+        .store
+        .run_timings(DEV_TENANT)
+        .await?
+        .into_iter()
+        .filter(|t| t.playbook == playbook)
+        .collect();
+    let failed = timings.iter().filter(|t| t.status != "succeeded").count();
+    let mut to_start = Vec::new();
+    let mut to_finish = Vec::new();
+    let mut run_time = Vec::new();
+    let (mut first, mut last) = (None, None);
+    for t in &timings {
+        if let (Some(r), Some(s), Some(f)) = (t.received_at, t.started_at, t.finished_at) {
+            to_start.push(ms(s - r));
+            to_finish.push(ms(f - r));
+            run_time.push(ms(f - s));
+            first = Some(first.map_or(r, |x: time::OffsetDateTime| x.min(r)));
+            last = Some(last.map_or(f, |x: time::OffsetDateTime| x.max(f)));
+        }
+    }
+    let window = match (first, last) {
+        (Some(a), Some(b)) => (b - a).as_seconds_f64().max(0.001),
+        _ => 1.0,
+    };
+    let (s50, s90, s99, smax) = summarize(to_start);
+    let (f50, f90, f99, fmax) = summarize(to_finish.clone());
+    let (r50, r90, r99, rmax) = summarize(run_time);
+    let mut extra = std::collections::BTreeMap::new();
+    for (k, v) in [
+        ("started_p50_ms", s50),
+        ("started_p90_ms", s90),
+        ("started_p99_ms", s99),
+        ("started_max_ms", smax),
+        ("run_p50_ms", r50),
+        ("run_p90_ms", r90),
+        ("run_p99_ms", r99),
+        ("run_max_ms", rmax),
+        ("failed_runs", failed as f64),
+        ("offered_rate", options.rate.unwrap_or(0.0)),
+    ] {
+        extra.insert(k.to_owned(), v);
+    }
+    let enrichment = playbook == "enrich";
+    Ok(Report {
+        scenario: if enrichment { "enrichment" } else { "e2e" }.to_owned(),
+        count: timings.len(),
+        throughput_per_s: timings.len() as f64 / window,
+        p50_ms: if enrichment { r50 } else { f50 },
+        p90_ms: if enrichment { r90 } else { f90 },
+        p99_ms: if enrichment { r99 } else { f99 },
+        max_ms: if enrichment { rmax } else { fmax },
+        latency: if enrichment {
+            "run started → finished (5 parallel 100 ms lookups)".to_owned()
+        } else {
+            "alert accepted → run finished".to_owned()
+        },
+        extra,
+    })
+}
+
+async fn steps(bench: &Bench, options: &Options) -> anyhow::Result<Report> {
+    // Sequential runs, one at a time: this measures latency, not throughput.
+    let count = options.duration.as_secs().max(2) * 2;
+    let mut sequential = options.clone();
+    sequential.concurrency = 1;
+    sequential.batch = 1;
+    sequential.rate = Some(2.0);
+    sequential.duration = Duration::from_secs(count / 2);
+    drive(bench, &sequential, |i| {
+        alerts("bench-steps", i, 1, &serde_json::json!({}))
+    })
+    .await?;
+    drive(bench, &sequential, |i| {
+        alerts("bench-one-step", i, 1, &serde_json::json!({}))
+    })
+    .await?;
+    let expected = bench.store.alert_count(DEV_TENANT).await?;
+    settle(bench, expected).await?;
+    let timings = bench.store.run_timings(DEV_TENANT).await?;
+    let durations = |name: &str| -> Vec<f64> {
+        timings
+            .iter()
+            .filter(|t| t.playbook == name && t.status == "succeeded")
+            .filter_map(|t| Some(ms(t.finished_at? - t.started_at?)))
+            .collect()
+    };
+    let forty = durations("forty_steps");
+    let one = durations("one_step");
+    let n = forty.len();
+    let (p50, p90, p99, max) = summarize(forty);
+    let (o50, _, _, _) = summarize(one);
+    let mut extra = std::collections::BTreeMap::new();
+    extra.insert("one_step_p50_ms".to_owned(), o50);
+    extra.insert(
+        "per_action_overhead_ms".to_owned(),
+        ((p50 - o50) / 39.0).max(0.0),
+    );
+    Ok(Report {
+        scenario: "steps".to_owned(),
+        count: n,
+        throughput_per_s: 0.0,
+        p50_ms: p50,
+        p90_ms: p90,
+        p99_ms: p99,
+        max_ms: max,
+        latency: "40-step playbook, run started → finished".to_owned(),
+        extra,
+    })
+}
