@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::{Body, to_bytes};
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
 use axum::routing::{get, post};
@@ -16,6 +16,7 @@ use uuid::Uuid;
 
 use crate::Config;
 use crate::auth::KeyResolver;
+use crate::formats::{self, FormatError};
 use crate::generic::{BodyError, parse_generic_body};
 use crate::publish::publish_alerts;
 
@@ -54,6 +55,7 @@ impl AppState {
 pub(crate) fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/alerts", post(post_alerts))
+        .route("/v1/webhooks/{source}", post(post_webhook))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .with_state(state)
@@ -63,25 +65,96 @@ fn unavailable(state: &Inner, detail: &str) -> Problem {
     Problem::unavailable(detail, state.retry_after_secs)
 }
 
+/// `POST /v1/alerts`: Tocsin's generic format.
 async fn post_alerts(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, Problem> {
     let state = &state.0;
-    let Some(key) = bearer(&headers) else {
+    let tenant = authenticate(state, &headers).await?;
+    let bytes = read_body(state, &headers, body).await?;
+    let alerts = parse_generic_body(&bytes, state.max_batch).map_err(|e| match e {
+        BodyError::TooMany { .. } => Problem::new(StatusCode::PAYLOAD_TOO_LARGE, e.to_string()),
+        BodyError::Invalid(inner) => Problem {
+            line: inner.line(),
+            ..Problem::new(StatusCode::BAD_REQUEST, inner.to_string())
+        },
+    })?;
+    let ids = accept(state, &tenant, alerts).await?;
+    Ok(json_response(
+        StatusCode::ACCEPTED,
+        &json!({ "alert_ids": ids }),
+    ))
+}
+
+/// `POST /v1/webhooks/{source}`: a product's own payload (one event, an array, NDJSON, or
+/// the product's envelope), normalized by that source's format.
+async fn post_webhook(
+    State(state): State<AppState>,
+    Path(source): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, Problem> {
+    let state = &state.0;
+    if formats::canonical_source(&source).is_none() {
+        return Err(Problem::new(
+            StatusCode::NOT_FOUND,
+            format!(
+                "unknown source {source:?}; known sources: {}",
+                formats::sources().join(", ")
+            ),
+        ));
+    }
+    let tenant = authenticate(state, &headers).await?;
+    let bytes = read_body(state, &headers, body).await?;
+    let normalized =
+        formats::normalize(&source, &bytes, state.max_batch).map_err(|e| match &e {
+            FormatError::UnknownSource { .. } => Problem::new(StatusCode::NOT_FOUND, e.to_string()),
+            FormatError::TooMany { .. } => {
+                Problem::new(StatusCode::PAYLOAD_TOO_LARGE, e.to_string())
+            }
+            FormatError::Malformed { line, .. } => Problem {
+                line: Some(*line),
+                ..Problem::new(StatusCode::BAD_REQUEST, e.to_string())
+            },
+            FormatError::InvalidEvent { index, .. } => Problem {
+                line: Some(*index),
+                ..Problem::new(StatusCode::BAD_REQUEST, e.to_string())
+            },
+            FormatError::Empty => Problem::new(StatusCode::BAD_REQUEST, e.to_string()),
+        })?;
+    let skipped = normalized.skipped;
+    let ids = accept(state, &tenant, normalized.alerts).await?;
+    Ok(json_response(
+        StatusCode::ACCEPTED,
+        &json!({ "alert_ids": ids, "skipped": skipped }),
+    ))
+}
+
+/// The tenant of the request's ingest key.
+async fn authenticate(state: &Inner, headers: &HeaderMap) -> Result<String, Problem> {
+    let Some(key) = bearer(headers) else {
         return Err(Problem::unauthorized(
             "missing ingest key: send Authorization: Bearer <ingest key>",
         ));
     };
-    let tenant = match state.keys.resolve(key).await {
-        Ok(Some(tenant)) => tenant,
-        Ok(None) => return Err(Problem::unauthorized("invalid ingest key")),
+    match state.keys.resolve(key).await {
+        Ok(Some(tenant)) => Ok(tenant),
+        Ok(None) => Err(Problem::unauthorized("invalid ingest key")),
         Err(error) => {
             tracing::warn!(%error, "ingest key lookup failed");
-            return Err(unavailable(state, "key store unavailable; retry later"));
+            Err(unavailable(state, "key store unavailable; retry later"))
         }
-    };
+    }
+}
+
+/// The body, refused with 413 past the limit (declared or actual).
+async fn read_body(
+    state: &Inner,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<bytes::Bytes, Problem> {
     let too_large = || {
         Problem::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -95,24 +168,26 @@ async fn post_alerts(
     if declared.is_some_and(|len| len > state.max_body_bytes) {
         return Err(too_large());
     }
-    let bytes = to_bytes(body, state.max_body_bytes)
+    to_bytes(body, state.max_body_bytes)
         .await
-        .map_err(|_| too_large())?;
-    let mut alerts = parse_generic_body(&bytes, state.max_batch).map_err(|e| match e {
-        BodyError::TooMany { .. } => Problem::new(StatusCode::PAYLOAD_TOO_LARGE, e.to_string()),
-        BodyError::Invalid(inner) => Problem {
-            line: inner.line(),
-            ..Problem::new(StatusCode::BAD_REQUEST, inner.to_string())
-        },
-    })?;
+        .map_err(|_| too_large())
+}
+
+/// Stamps tenant, ids and receipt time on normalized alerts and publishes them; returns the
+/// alert ids once JetStream acknowledged every one (503 otherwise).
+async fn accept(
+    state: &Inner,
+    tenant: &str,
+    mut alerts: Vec<tocsin_proto::v1::Alert>,
+) -> Result<Vec<String>, Problem> {
     let received_at_ms =
         i64::try_from(OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000)
             .unwrap_or(i64::MAX);
     let mut ids = Vec::with_capacity(alerts.len());
     for alert in &mut alerts {
-        let id = types::alert_id(&tenant, &alert.source, &alert.source_ref);
+        let id = types::alert_id(tenant, &alert.source, &alert.source_ref);
         alert.id = id.to_string();
-        alert.tenant.clone_from(&tenant);
+        tenant.clone_into(&mut alert.tenant);
         alert.received_at_ms = received_at_ms;
         alert.receipt_id = Uuid::now_v7().to_string();
         ids.push(alert.id.clone());
@@ -125,10 +200,7 @@ async fn post_alerts(
         ));
     }
     tracing::debug!(%tenant, count = ids.len(), "alerts accepted");
-    Ok(json_response(
-        StatusCode::ACCEPTED,
-        &json!({ "alert_ids": ids }),
-    ))
+    Ok(ids)
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {

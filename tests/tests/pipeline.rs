@@ -281,3 +281,81 @@ async def slow(alert, run):
     assert_eq!(run["epoch"], 2);
     stack.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn vendor_webhooks_normalize_real_payloads_into_alerts() {
+    let stack = TestStack::start(tocsin_tests::options!().playbook(
+        "vendor.py",
+        r#"
+from tocsin import playbook
+
+@playbook(when={"source": "aws-guardduty", "severity": {"gte": "medium"}})
+async def guardduty(alert, run):
+    return {"ips": list(alert.observables.ips), "title": alert.title}
+"#,
+    ))
+    .await
+    .unwrap();
+    let fixtures =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../ingest/tests/fixtures");
+    let post = |source: &str, body: Vec<u8>| {
+        stack
+            .http
+            .post(format!("{}/v1/webhooks/{source}", stack.ingest_url))
+            .bearer_auth(&stack.ingest_key)
+            .body(body)
+            .send()
+    };
+
+    let eve = std::fs::read(
+        fixtures.join("suricata-eve").join(
+            std::fs::read_dir(fixtures.join("suricata-eve"))
+                .unwrap()
+                .flatten()
+                .find(|e| e.file_name().to_string_lossy().ends_with(".ndjson"))
+                .unwrap()
+                .file_name(),
+        ),
+    )
+    .unwrap();
+    let response = post("suricata", eve).await.unwrap();
+    assert_eq!(response.status(), 202);
+    let answer: Value = response.json().await.unwrap();
+    assert_eq!(answer["alert_ids"].as_array().unwrap().len(), 68);
+    assert!(
+        !answer["skipped"].as_array().unwrap().is_empty(),
+        "flow/stats records are skipped"
+    );
+
+    let guardduty = std::fs::read(
+        fixtures.join("aws-guardduty/finding_iam_recon-maliciousipcaller-custom.json"),
+    )
+    .unwrap();
+    let response = post("guardduty", guardduty).await.unwrap();
+    assert_eq!(response.status(), 202);
+    let ids: Value = response.json().await.unwrap();
+    let run = stack
+        .wait_run(ids["alert_ids"][0].as_str().unwrap(), "guardduty")
+        .await;
+    assert_eq!(run["status"], "succeeded", "{run:#}");
+    assert!(
+        !run["result"]["ips"].as_array().unwrap().is_empty(),
+        "{run:#}"
+    );
+
+    assert_eq!(
+        post("no-such-product", b"{}".to_vec())
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    assert_eq!(
+        post("wazuh", b"{\"not\": ".to_vec())
+            .await
+            .unwrap()
+            .status(),
+        400
+    );
+    stack.stop().await.unwrap();
+}
