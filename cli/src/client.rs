@@ -52,6 +52,12 @@ impl ApiClient {
             .await
     }
 
+    /// PUT `body` to `path`.
+    pub async fn put(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
+        self.send(self.http.put(format!("{}{path}", self.url)).json(body))
+            .await
+    }
+
     /// POST `body` to `path`.
     pub async fn post(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
         self.send(self.http.post(format!("{}{path}", self.url)).json(body))
@@ -128,5 +134,83 @@ pub async fn start_run(
 pub async fn show_run(client: &ApiClient, id: &str) -> anyhow::Result<()> {
     let run = client.get(&format!("/v1/runs/{id}")).await?;
     println!("{}", serde_json::to_string_pretty(&run)?);
+    Ok(())
+}
+
+/// Changes to the grouping policy asked for on the command line.
+#[derive(Debug, Clone, Default)]
+pub struct PolicyFlags {
+    /// Fingerprint fields.
+    pub fields: Option<Vec<String>>,
+    /// Window.
+    pub window: Option<std::time::Duration>,
+    /// Maximum alerts per case.
+    pub max_group_size: Option<i32>,
+    /// Whether grouped alerts start runs.
+    pub grouped_alerts_trigger: Option<bool>,
+}
+
+fn print_policy(policy: &Value) {
+    let fields: Vec<&str> = policy["fields"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    let window = policy["window_seconds"].as_u64().unwrap_or(0);
+    println!("version                 {}", policy["version"]);
+    println!("fields                  {}", fields.join(", "));
+    println!(
+        "window                  {}",
+        humantime::format_duration(std::time::Duration::from_secs(window))
+    );
+    println!("max group size          {}", policy["max_group_size"]);
+    println!(
+        "grouped alerts trigger  {}",
+        policy["grouped_alerts_trigger"]
+    );
+    if let Some(by) = policy["created_by"].as_str() {
+        println!(
+            "set by                  {by} at {}",
+            policy["created_at"].as_str().unwrap_or("?")
+        );
+    } else {
+        println!("(built-in defaults)");
+    }
+}
+
+/// `tocsin grouping show`.
+pub async fn show_grouping(client: &ApiClient) -> anyhow::Result<()> {
+    print_policy(&client.get("/v1/grouping-policy").await?);
+    Ok(())
+}
+
+/// `tocsin grouping set`: the current policy with the given changes, as a new version
+/// (refused if someone else changed it in between).
+pub async fn set_grouping(client: &ApiClient, flags: PolicyFlags) -> anyhow::Result<()> {
+    let current = client.get("/v1/grouping-policy").await?;
+    let window = match flags.window {
+        Some(w) => {
+            let secs = w.as_secs();
+            if secs == 0 || w.subsec_nanos() != 0 {
+                bail!("--window must be a whole number of seconds, at least 1s");
+            }
+            json!(secs)
+        }
+        None => current["window_seconds"].clone(),
+    };
+    let body = json!({
+        "version": current["version"],
+        "fields": flags.fields.map_or_else(|| current["fields"].clone(), |f| json!(f)),
+        "window_seconds": window,
+        "max_group_size": flags
+            .max_group_size
+            .map_or_else(|| current["max_group_size"].clone(), |n| json!(n)),
+        "grouped_alerts_trigger": flags
+            .grouped_alerts_trigger
+            .map_or_else(|| current["grouped_alerts_trigger"].clone(), |b| json!(b)),
+    });
+    let policy = client.put("/v1/grouping-policy", &body).await?;
+    print_policy(&policy);
     Ok(())
 }

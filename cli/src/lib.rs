@@ -80,6 +80,9 @@ enum Command {
     /// Start or inspect runs.
     #[command(subcommand)]
     Run(RunCommand),
+    /// Show or change how related alerts are grouped into cases (client verb).
+    #[command(subcommand)]
+    Grouping(GroupingCommand),
     /// Runner process (started by the worker; speaks protobuf frames on stdin/stdout).
     #[command(hide = true)]
     Runner,
@@ -221,6 +224,34 @@ enum RunCommand {
         api: ApiArgs,
         /// Run id.
         id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum GroupingCommand {
+    /// Show the grouping policy in force.
+    Show {
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Change the grouping policy (stored as a new version; unspecified settings keep their
+    /// current value).
+    Set {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// Fingerprint fields, comma-separated: source, title, severity,
+        /// observable:<type>[|<type>...], raw.<path>.
+        #[arg(long, value_delimiter = ',')]
+        fields: Option<Vec<String>>,
+        /// Window: alerts group into a case opened at most this long before (e.g. 1h, 30m).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        window: Option<Duration>,
+        /// A case holding this many alerts takes no more.
+        #[arg(long)]
+        max_group_size: Option<i32>,
+        /// Whether alerts joining an existing case start playbook runs.
+        #[arg(long)]
+        grouped_alerts_trigger: Option<bool>,
     },
 }
 
@@ -419,6 +450,26 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
                 .await?;
             println!("step {seq} of run {id} resolved; the run resumes");
             Ok(())
+        }
+        Command::Grouping(GroupingCommand::Show { api }) => {
+            let client = client::ApiClient::new(api.api_url, api.api_key)?;
+            client::show_grouping(&client).await
+        }
+        Command::Grouping(GroupingCommand::Set {
+            api,
+            fields,
+            window,
+            max_group_size,
+            grouped_alerts_trigger,
+        }) => {
+            let client = client::ApiClient::new(api.api_url, api.api_key)?;
+            let flags = client::PolicyFlags {
+                fields,
+                window,
+                max_group_size,
+                grouped_alerts_trigger,
+            };
+            client::set_grouping(&client, flags).await
         }
         Command::Run(RunCommand::Show { api, id }) => {
             let client = client::ApiClient::new(api.api_url, api.api_key)?;
