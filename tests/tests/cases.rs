@@ -594,3 +594,100 @@ async fn case_and_alert_lists_page_through_every_row_exactly_once_with_filters()
     }
     stack.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_alerts_of_one_fingerprint_open_one_case_and_respect_the_group_size() {
+    use tocsin_store::alerts::{AlertOutcome, NewAlert};
+    use tocsin_store::grouping::PolicyChange;
+
+    let stack = TestStack::start(tocsin_tests::options!()).await.unwrap();
+    let store = &stack.store;
+    let tenant = tocsin_tests::TENANT;
+    store
+        .set_grouping_policy(
+            tenant,
+            &PolicyChange {
+                fields: vec!["source".to_owned(), "raw.rule".to_owned()],
+                window_seconds: 3600,
+                max_group_size: 5,
+                grouped_alerts_trigger: false,
+                expected_version: None,
+            },
+            "test",
+        )
+        .await
+        .unwrap();
+    let alert = |n: usize| NewAlert {
+        id: uuid::Uuid::new_v4(),
+        receipt_id: uuid::Uuid::new_v4(),
+        tenant: tenant.to_owned(),
+        source: "race".to_owned(),
+        source_ref: format!("r-{n}"),
+        title: format!("title {n}"),
+        description: String::new(),
+        severity: tocsin_proto::types::Severity::Low,
+        occurred_at: None,
+        received_at: time::OffsetDateTime::now_utc(),
+        observables: json!([{"type": "ip", "value": format!("10.9.0.{n}")}]),
+        tags: Vec::new(),
+        raw: json!({"rule": "R1"}),
+    };
+    // Twelve alerts of one fingerprint recorded at once, straight through the store.
+    let outcomes = join_spawned(
+        (0..12)
+            .map(|n| {
+                let store = store.clone();
+                let alert = alert(n);
+                tokio::spawn(async move { store.record_alert(&alert, &[]).await })
+            })
+            .collect(),
+    )
+    .await;
+    let mut sizes: BTreeMap<uuid::Uuid, usize> = BTreeMap::new();
+    let mut opened = 0;
+    for outcome in outcomes {
+        match outcome.unwrap().unwrap() {
+            AlertOutcome::New {
+                case_id, grouped, ..
+            } => {
+                *sizes.entry(case_id).or_default() += 1;
+                opened += usize::from(!grouped);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let mut counts: Vec<usize> = sizes.values().copied().collect();
+    counts.sort_unstable();
+    assert_eq!(
+        counts,
+        [2, 5, 5],
+        "groups of at most five, never a duplicate case"
+    );
+    assert_eq!(opened, 3);
+    for case_id in sizes.keys() {
+        let case = stack.api(&format!("/v1/cases/{case_id}")).await.unwrap();
+        assert_eq!(case["alert_count"].as_u64(), Some(sizes[case_id] as u64));
+        let events = timeline(&stack, &case_id.to_string(), 500).await;
+        let added = of_kind(&events, "alert_added");
+        assert_eq!(added[0]["data"]["reason"], "new case");
+        for event in &added[1..] {
+            assert_eq!(event["data"]["reason"], "grouped");
+            assert_eq!(
+                event["data"]["matched"],
+                json!({"source": "race", "raw.rule": "R1"})
+            );
+        }
+    }
+    stack.stop().await.unwrap();
+}
+
+/// Awaits spawned tasks (they run concurrently; this only collects them).
+async fn join_spawned<T>(
+    handles: Vec<tokio::task::JoinHandle<T>>,
+) -> Vec<Result<T, tokio::task::JoinError>> {
+    let mut out = Vec::with_capacity(handles.len());
+    for handle in handles {
+        out.push(handle.await);
+    }
+    out
+}
