@@ -52,6 +52,18 @@ impl ApiClient {
             .await
     }
 
+    /// GET `path` with query parameters (URL-encoded).
+    pub async fn get_query(&self, path: &str, query: &[(&str, String)]) -> anyhow::Result<Value> {
+        self.send(self.http.get(format!("{}{path}", self.url)).query(query))
+            .await
+    }
+
+    /// PATCH `body` to `path`.
+    pub async fn patch(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
+        self.send(self.http.patch(format!("{}{path}", self.url)).json(body))
+            .await
+    }
+
     /// PUT `body` to `path`.
     pub async fn put(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
         self.send(self.http.put(format!("{}{path}", self.url)).json(body))
@@ -212,5 +224,94 @@ pub async fn set_grouping(client: &ApiClient, flags: PolicyFlags) -> anyhow::Res
     });
     let policy = client.put("/v1/grouping-policy", &body).await?;
     print_policy(&policy);
+    Ok(())
+}
+
+/// `tocsin case list`: one line per case, newest first.
+pub async fn list_cases(client: &ApiClient, query: &[(&str, String)]) -> anyhow::Result<()> {
+    let page = client.get_query("/v1/cases", query).await?;
+    let cases = page["cases"].as_array().cloned().unwrap_or_default();
+    if cases.is_empty() {
+        println!("no cases");
+        return Ok(());
+    }
+    println!(
+        "{:<36}  {:<11}  {:<8}  {:>6}  {:<12}  TITLE",
+        "CASE", "STATUS", "SEVERITY", "ALERTS", "ASSIGNEE"
+    );
+    for case in &cases {
+        println!(
+            "{:<36}  {:<11}  {:<8}  {:>6}  {:<12}  {}",
+            case["id"].as_str().unwrap_or("?"),
+            case["status"].as_str().unwrap_or("?"),
+            case["severity"].as_str().unwrap_or("?"),
+            case["alert_count"].as_i64().unwrap_or(0),
+            case["assignee"].as_str().unwrap_or("-"),
+            case["title"].as_str().unwrap_or("")
+        );
+    }
+    if let Some(cursor) = page["next_cursor"].as_str() {
+        println!("more: --cursor {cursor}");
+    }
+    Ok(())
+}
+
+/// `tocsin case show ID`: the case, then its timeline.
+pub async fn show_case(client: &ApiClient, id: &str) -> anyhow::Result<()> {
+    let case = client.get(&format!("/v1/cases/{id}")).await?;
+    println!("{}", serde_json::to_string_pretty(&case)?);
+    let mut cursor: Option<String> = None;
+    println!("timeline:");
+    loop {
+        let mut query = vec![("limit", "500".to_owned())];
+        query.extend(cursor.take().map(|c| ("cursor", c)));
+        let page = client
+            .get_query(&format!("/v1/cases/{id}/timeline"), &query)
+            .await?;
+        for event in page["events"].as_array().into_iter().flatten() {
+            println!(
+                "  {}  {:<20}  {:<40}  {}",
+                event["created_at"].as_str().unwrap_or("?"),
+                event["kind"].as_str().unwrap_or("?"),
+                event["actor"].as_str().unwrap_or("?"),
+                event["data"]
+            );
+        }
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => return Ok(()),
+        }
+    }
+}
+
+/// `tocsin case update ID`: applies `changes` (a PATCH body without `version`) on top of
+/// the version read now, or `version` when given.
+pub async fn update_case(
+    client: &ApiClient,
+    id: &str,
+    version: Option<i64>,
+    mut changes: serde_json::Map<String, Value>,
+) -> anyhow::Result<()> {
+    if changes.is_empty() {
+        bail!(
+            "nothing to change: pass --status, --determination, --severity, --assignee, --unassign or --tag"
+        );
+    }
+    let version = match version {
+        Some(v) => v,
+        None => client.get(&format!("/v1/cases/{id}")).await?["version"]
+            .as_i64()
+            .context("the case has no version")?,
+    };
+    changes.insert("version".to_owned(), json!(version));
+    let case = client
+        .patch(&format!("/v1/cases/{id}"), &Value::Object(changes))
+        .await?;
+    println!(
+        "case {id}: {} {} (version {})",
+        case["status"].as_str().unwrap_or("?"),
+        case["severity"].as_str().unwrap_or("?"),
+        case["version"]
+    );
     Ok(())
 }
