@@ -1,20 +1,71 @@
-//! Alert reads.
+//! Alerts: list (filters, cursor pagination) and one alert.
 
-use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use axum::routing::get;
+use serde::Deserialize;
 use serde_json::json;
 use tocsin_http::{Problem, json_response};
+use tocsin_proto::types::Severity;
+use tocsin_store::alerts::AlertFilter;
 
-use crate::common::{AppState, parse_id, store_problem, tenant_of};
+use crate::common::{
+    AppState, decode_cursor, encode_cursor, limit, parse_id, parsed, query, store_problem,
+    tenant_of, timestamp,
+};
 
-pub(crate) fn routes() -> Router<AppState> {
-    Router::new().route("/v1/alerts/{id}", get(get_alert))
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ListAlerts {
+    source: Option<String>,
+    severity: Option<String>,
+    since: Option<String>,
+    case_id: Option<String>,
+    cursor: Option<String>,
+    limit: Option<i64>,
 }
 
-async fn get_alert(
+/// `GET /v1/alerts`.
+pub(crate) async fn list_alerts(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    params: Result<Query<ListAlerts>, QueryRejection>,
+) -> Result<Response, Problem> {
+    let tenant = tenant_of(&state.0, &headers).await?;
+    let params = query(params)?;
+    let filter = AlertFilter {
+        source: params.source,
+        severity: parsed::<Severity>(
+            params.severity.as_deref(),
+            "severity",
+            "info, low, medium, high or critical",
+        )?,
+        since: timestamp(params.since.as_deref(), "since")?,
+        case_id: params
+            .case_id
+            .as_deref()
+            .map(|c| parse_id(c, "case"))
+            .transpose()?,
+    };
+    let page = state
+        .0
+        .list_alerts(
+            &tenant,
+            &filter,
+            decode_cursor(params.cursor.as_deref())?,
+            limit(params.limit)?,
+        )
+        .await
+        .map_err(|e| store_problem(&e))?;
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({ "alerts": page.items, "next_cursor": page.next.map(encode_cursor) }),
+    ))
+}
+
+/// `GET /v1/alerts/{id}`.
+pub(crate) async fn get_alert(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(id): Path<String>,

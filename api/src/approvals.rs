@@ -1,37 +1,31 @@
 //! Approvals requested by playbooks, decided by analysts.
 
 use axum::Json;
-use axum::Router;
-use axum::extract::rejection::JsonRejection;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::json;
 use tocsin_http::{Problem, json_response};
 
-use crate::common::{AppState, caller, json_body, parse_id, store_problem, tenant_of};
+use crate::common::{AppState, caller, json_body, parse_id, query, store_problem, tenant_of};
 use tocsin_store::approvals::DecideError;
 
-pub(crate) fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/v1/approvals", get(list_approvals))
-        .route("/v1/approvals/{id}", post(decide_approval))
-}
-
 #[derive(Debug, Deserialize)]
-struct ApprovalFilter {
+pub(crate) struct ApprovalFilter {
     status: Option<String>,
     limit: Option<i64>,
 }
 
-async fn list_approvals(
+/// `GET /v1/approvals`.
+pub(crate) async fn list_approvals(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Query(filter): Query<ApprovalFilter>,
+    filter: Result<Query<ApprovalFilter>, QueryRejection>,
 ) -> Result<Response, Problem> {
     let tenant = tenant_of(&state.0, &headers).await?;
+    let filter = query(filter)?;
     if let Some(status) = filter.status.as_deref()
         && !matches!(status, "pending" | "approved" | "denied" | "timed_out")
     {
@@ -54,12 +48,13 @@ async fn list_approvals(
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Decision {
+pub(crate) struct Decision {
     decision: String,
     comment: Option<String>,
 }
 
-async fn decide_approval(
+/// `POST /v1/approvals/{id}`.
+pub(crate) async fn decide_approval(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(id): Path<String>,

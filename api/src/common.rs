@@ -3,10 +3,16 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::rejection::JsonRejection;
+use axum::extract::Query;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::http::{HeaderMap, StatusCode};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
 use tocsin_http::{Problem, bearer};
 use tocsin_store::keys::KeyKind;
+use tocsin_store::page::{self, Cursor};
 use tocsin_store::{Store, StoreError};
 use uuid::Uuid;
 
@@ -58,4 +64,141 @@ pub(crate) fn parse_id(id: &str, what: &str) -> Result<Uuid, Problem> {
 pub(crate) fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, Problem> {
     body.map(|Json(v)| v)
         .map_err(|e| Problem::new(StatusCode::BAD_REQUEST, e.body_text()))
+}
+
+/// Default page size of list endpoints.
+pub(crate) const DEFAULT_LIMIT: i64 = 50;
+
+/// Reads the query string, answering 400 (problem+json) when it does not parse.
+pub(crate) fn query<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, Problem> {
+    query
+        .map(|Query(v)| v)
+        .map_err(|e| Problem::new(StatusCode::BAD_REQUEST, e.body_text()))
+}
+
+/// A `limit` parameter: default [`DEFAULT_LIMIT`], 1..=[`page::MAX_LIMIT`].
+pub(crate) fn limit(limit: Option<i64>) -> Result<i64, Problem> {
+    match limit {
+        None => Ok(DEFAULT_LIMIT),
+        Some(n) if (1..=page::MAX_LIMIT).contains(&n) => Ok(n),
+        Some(_) => Err(Problem::new(
+            StatusCode::BAD_REQUEST,
+            format!("limit must be 1-{}", page::MAX_LIMIT),
+        )),
+    }
+}
+
+/// An RFC 3339 timestamp parameter.
+pub(crate) fn timestamp(
+    value: Option<&str>,
+    name: &str,
+) -> Result<Option<OffsetDateTime>, Problem> {
+    value
+        .map(|v| {
+            OffsetDateTime::parse(v, &Rfc3339).map_err(|_| {
+                Problem::new(
+                    StatusCode::BAD_REQUEST,
+                    format!("{name} must be an RFC 3339 timestamp"),
+                )
+            })
+        })
+        .transpose()
+}
+
+/// A parameter parsed with `FromStr`, answering 400 with `expected` when it does not parse.
+pub(crate) fn parsed<T: std::str::FromStr>(
+    value: Option<&str>,
+    name: &str,
+    expected: &str,
+) -> Result<Option<T>, Problem> {
+    value
+        .map(|v| {
+            v.parse::<T>().map_err(|_| {
+                Problem::new(
+                    StatusCode::BAD_REQUEST,
+                    format!("{name} must be {expected}"),
+                )
+            })
+        })
+        .transpose()
+}
+
+fn bad_cursor() -> Problem {
+    Problem::new(
+        StatusCode::BAD_REQUEST,
+        "invalid cursor: pass next_cursor from the previous page unchanged",
+    )
+}
+
+/// Encodes a list position as an opaque token: base64url of `<unix micros>.<id>`.
+pub(crate) fn encode_cursor(cursor: Cursor) -> String {
+    let micros = cursor.at.unix_timestamp_nanos() / 1000;
+    URL_SAFE_NO_PAD.encode(format!("{micros}.{}", cursor.id))
+}
+
+/// Decodes a token made by [`encode_cursor`].
+pub(crate) fn decode_cursor(token: Option<&str>) -> Result<Option<Cursor>, Problem> {
+    let Some(token) = token else {
+        return Ok(None);
+    };
+    let text = URL_SAFE_NO_PAD
+        .decode(token)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .ok_or_else(bad_cursor)?;
+    let (micros, id) = text.split_once('.').ok_or_else(bad_cursor)?;
+    let micros: i128 = micros.parse().map_err(|_| bad_cursor())?;
+    let at = OffsetDateTime::from_unix_timestamp_nanos(micros * 1000).map_err(|_| bad_cursor())?;
+    let id = Uuid::parse_str(id).map_err(|_| bad_cursor())?;
+    Ok(Some(Cursor { at, id }))
+}
+
+/// Encodes a timeline position (an event id) as an opaque token.
+pub(crate) fn encode_event_cursor(after: i64) -> String {
+    URL_SAFE_NO_PAD.encode(format!("e.{after}"))
+}
+
+/// Decodes a token made by [`encode_event_cursor`].
+pub(crate) fn decode_event_cursor(token: Option<&str>) -> Result<Option<i64>, Problem> {
+    let Some(token) = token else {
+        return Ok(None);
+    };
+    URL_SAFE_NO_PAD
+        .decode(token)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .and_then(|t| t.strip_prefix("e.").and_then(|n| n.parse().ok()))
+        .map(Some)
+        .ok_or_else(bad_cursor)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_garbage_is_refused() {
+        let cursor = Cursor {
+            at: OffsetDateTime::from_unix_timestamp_nanos(1_700_000_000_123_456_000).unwrap(),
+            id: Uuid::now_v7(),
+        };
+        let token = encode_cursor(cursor);
+        assert_eq!(decode_cursor(Some(&token)).unwrap(), Some(cursor));
+        assert_eq!(decode_cursor(None).unwrap(), None);
+        for bad in ["", "!!", "bm9wZQ", &encode_event_cursor(3)] {
+            assert_eq!(
+                decode_cursor(Some(bad)).unwrap_err().status,
+                StatusCode::BAD_REQUEST
+            );
+        }
+        assert_eq!(
+            decode_event_cursor(Some(&encode_event_cursor(42))).unwrap(),
+            Some(42)
+        );
+        assert!(decode_event_cursor(Some(&token)).is_err());
+        assert!(limit(Some(0)).is_err() && limit(Some(501)).is_err());
+        assert_eq!(limit(None).unwrap(), 50);
+    }
 }

@@ -1,24 +1,29 @@
 //! The analyst/admin REST API. Every request carries a tenant API key
-//! (`Authorization: Bearer tsk_api_...`); every read is scoped to that key's tenant, so
-//! another tenant's alert or run answers 404 exactly like a missing one.
+//! (`Authorization: Bearer tsk_api_...`); every query is scoped to that key's tenant, so
+//! another tenant's case, alert, observable or run answers 404 exactly like a missing one.
+//! Errors are `application/problem+json`.
 //!
-//! | method | path             | answer |
-//! |--------|------------------|--------|
-//! | GET    | `/v1/alerts/{id}`| the alert with its `case_id`, `duplicate_count` and `runs` |
-//! | GET    | `/v1/runs/{id}`  | status, playbook, result, error, traceback, steps, logs, timestamps |
-//! | POST   | `/v1/runs`       | start a playbook manually: `{"playbook", "alert_id"?, "input"?}` → 202 `{"run_id"}` |
-//! | POST   | `/v1/runs/{id}/cancel` | cancel (202 when the run executes: its worker stops it) |
-//! | POST   | `/v1/runs/{id}/retry`  | run a finished run again, replaying its succeeded steps |
-//! | POST   | `/v1/runs/{id}/steps/{seq}/resolve` | `{"result": ...}`: mark an uncertain step done and resume |
-//! | GET    | `/v1/approvals`  | approvals, newest first; `?status=pending` |
-//! | POST   | `/v1/approvals/{id}` | `{"decision": "approve"\|"deny", "comment"?}` → the decided approval |
-//! | GET    | `/healthz`       | 200 while the process runs |
-//! | GET    | `/readyz`        | 200 when Postgres answers |
+//! The routes are listed once, as data, in [`routes`]; `GET /v1/openapi.json` serves the
+//! OpenAPI 3.1 document describing them (`api/openapi.json`), and a test keeps the two equal.
+//!
+//! | area | routes |
+//! |------|--------|
+//! | cases | `GET /v1/cases`, `GET/PATCH /v1/cases/{id}`, `POST /v1/cases/{id}/comments`, `GET /v1/cases/{id}/timeline` |
+//! | alerts | `GET /v1/alerts`, `GET /v1/alerts/{id}` |
+//! | observables | `GET /v1/observables`, `GET /v1/observables/{id}` |
+//! | runs | `GET/POST /v1/runs`, `GET /v1/runs/{id}`, `POST /v1/runs/{id}/cancel|retry`, `POST /v1/runs/{id}/steps/{seq}/resolve` |
+//! | approvals | `GET /v1/approvals`, `POST /v1/approvals/{id}` |
+//! | grouping | `GET/PUT /v1/grouping-policy`, `GET /v1/grouping-policy/versions` |
+//! | service | `GET /v1/openapi.json`, `GET /healthz`, `GET /readyz` |
 #![forbid(unsafe_code)]
 
 mod alerts;
 mod approvals;
+mod cases;
 mod common;
+mod grouping;
+mod observables;
+mod routes;
 mod runs;
 
 use crate::common::AppState;
@@ -26,11 +31,9 @@ use crate::common::AppState;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
-use axum::routing::get;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tocsin_core::Shutdown;
@@ -131,7 +134,7 @@ impl Server {
 
     /// Serves until `shutdown`, lets in-flight requests finish, closes the pool.
     pub async fn serve(self, shutdown: Shutdown) -> Result<(), ApiError> {
-        let app = router(AppState(Arc::new(self.store.clone())));
+        let app = routes::router(AppState(Arc::new(self.store.clone())));
         tracing::info!(addr = %self.addr, "api listening");
         let token = shutdown.token().clone();
         let addr = self.addr;
@@ -150,17 +153,8 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), ApiError> {
     Server::bind(&config).await?.serve(shutdown).await
 }
 
-fn router(state: AppState) -> Router {
-    Router::new()
-        .merge(alerts::routes())
-        .merge(runs::routes())
-        .merge(approvals::routes())
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
-        .with_state(state)
-}
-
-async fn readyz(State(state): State<AppState>) -> Response {
+/// `GET /readyz`: 200 when Postgres answers, 503 otherwise.
+pub(crate) async fn readyz(State(state): State<AppState>) -> Response {
     let pg_ok = state.0.ping().await.is_ok();
     let status = if pg_ok {
         StatusCode::OK

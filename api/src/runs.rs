@@ -1,30 +1,62 @@
 //! Runs: reads, manual starts, and operator controls (cancel, retry, resolve).
 
 use axum::Json;
-use axum::Router;
-use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, State};
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::json;
 use tocsin_http::{Problem, json_response};
+use tocsin_proto::types::RunStatus;
+use tocsin_store::operator::{Cancelled, OperatorError};
+use tocsin_store::runs::RunFilter;
 use uuid::Uuid;
 
-use crate::common::{AppState, caller, json_body, parse_id, store_problem, tenant_of};
-use tocsin_store::operator::{Cancelled, OperatorError};
+use crate::common::{
+    AppState, caller, decode_cursor, encode_cursor, json_body, limit, parse_id, parsed, query,
+    store_problem, tenant_of,
+};
 
-pub(crate) fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/v1/runs", post(start_run))
-        .route("/v1/runs/{id}", get(get_run))
-        .route("/v1/runs/{id}/cancel", post(cancel_run))
-        .route("/v1/runs/{id}/retry", post(retry_run))
-        .route("/v1/runs/{id}/steps/{seq}/resolve", post(resolve_step))
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ListRuns {
+    status: Option<String>,
+    playbook: Option<String>,
+    cursor: Option<String>,
+    limit: Option<i64>,
 }
 
-async fn get_run(
+/// `GET /v1/runs`.
+pub(crate) async fn list_runs(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    params: Result<Query<ListRuns>, QueryRejection>,
+) -> Result<Response, Problem> {
+    let tenant = tenant_of(&state.0, &headers).await?;
+    let params = query(params)?;
+    let filter = RunFilter {
+        status: parsed::<RunStatus>(params.status.as_deref(), "status", "a run status")?,
+        playbook: params.playbook,
+    };
+    let page = state
+        .0
+        .list_runs(
+            &tenant,
+            &filter,
+            decode_cursor(params.cursor.as_deref())?,
+            limit(params.limit)?,
+        )
+        .await
+        .map_err(|e| store_problem(&e))?;
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({ "runs": page.items, "next_cursor": page.next.map(encode_cursor) }),
+    ))
+}
+
+/// `GET /v1/runs/{id}`.
+pub(crate) async fn get_run(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(id): Path<String>,
@@ -41,13 +73,14 @@ async fn get_run(
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct StartRun {
+pub(crate) struct StartRun {
     playbook: String,
     alert_id: Option<Uuid>,
     input: Option<serde_json::Value>,
 }
 
-async fn start_run(
+/// `POST /v1/runs`: start a playbook by hand.
+pub(crate) async fn start_run(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Result<Json<StartRun>, JsonRejection>,
@@ -84,7 +117,8 @@ fn operator_problem(error: OperatorError) -> Problem {
     }
 }
 
-async fn cancel_run(
+/// `POST /v1/runs/{id}/cancel`.
+pub(crate) async fn cancel_run(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(id): Path<String>,
@@ -104,7 +138,8 @@ async fn cancel_run(
     }
 }
 
-async fn retry_run(
+/// `POST /v1/runs/{id}/retry`.
+pub(crate) async fn retry_run(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(id): Path<String>,
@@ -124,11 +159,12 @@ async fn retry_run(
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Resolve {
+pub(crate) struct Resolve {
     result: serde_json::Value,
 }
 
-async fn resolve_step(
+/// `POST /v1/runs/{id}/steps/{seq}/resolve`.
+pub(crate) async fn resolve_step(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path((id, seq)): Path<(String, i32)>,

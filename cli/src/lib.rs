@@ -82,6 +82,12 @@ enum Command {
     Run(RunCommand),
     /// Run a benchmark scenario against a private stack: ingest, e2e, enrichment, steps.
     Bench(BenchArgs),
+    /// List, show, update and comment on cases (client verb).
+    #[command(subcommand)]
+    Case(CaseCommand),
+    /// Show or change how related alerts are grouped into cases (client verb).
+    #[command(subcommand)]
+    Grouping(GroupingCommand),
     /// Runner process (started by the worker; speaks protobuf frames on stdin/stdout).
     #[command(hide = true)]
     Runner,
@@ -252,6 +258,106 @@ enum RunCommand {
         api: ApiArgs,
         /// Run id.
         id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum CaseCommand {
+    /// List cases, newest first.
+    List {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// new | in_progress | resolved | closed.
+        #[arg(long)]
+        status: Option<String>,
+        /// info | low | medium | high | critical.
+        #[arg(long)]
+        severity: Option<String>,
+        /// Only cases assigned to this.
+        #[arg(long)]
+        assignee: Option<String>,
+        /// Only cases with this tag.
+        #[arg(long)]
+        tag: Option<String>,
+        /// Page size (1-500).
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        /// Continue after a previous page.
+        #[arg(long)]
+        cursor: Option<String>,
+    },
+    /// Show a case with its alerts, observables, runs and timeline.
+    Show {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// Case id.
+        id: String,
+    },
+    /// Change a case; each change lands on its timeline.
+    Update {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// Case id.
+        id: String,
+        /// new | in_progress | resolved | closed.
+        #[arg(long)]
+        status: Option<String>,
+        /// true_positive | false_positive | benign (required to resolve).
+        #[arg(long)]
+        determination: Option<String>,
+        /// info | low | medium | high | critical.
+        #[arg(long)]
+        severity: Option<String>,
+        /// Assign to this.
+        #[arg(long, conflicts_with = "unassign")]
+        assignee: Option<String>,
+        /// Remove the assignee.
+        #[arg(long)]
+        unassign: bool,
+        /// The complete tag list (repeat or comma-separate).
+        #[arg(long = "tag", value_delimiter = ',')]
+        tags: Option<Vec<String>>,
+        /// Refuse the change if the case is no longer at this version (default: the version
+        /// read just before).
+        #[arg(long)]
+        version: Option<i64>,
+    },
+    /// Comment on a case.
+    Comment {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// Case id.
+        id: String,
+        /// The comment.
+        text: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum GroupingCommand {
+    /// Show the grouping policy in force.
+    Show {
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Change the grouping policy (stored as a new version; unspecified settings keep their
+    /// current value).
+    Set {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// Fingerprint fields, comma-separated: source, title, severity,
+        /// observable:<type>[|<type>...], raw.<path>.
+        #[arg(long, value_delimiter = ',')]
+        fields: Option<Vec<String>>,
+        /// Window: alerts group into a case opened at most this long before (e.g. 1h, 30m).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        window: Option<Duration>,
+        /// A case holding this many alerts takes no more.
+        #[arg(long)]
+        max_group_size: Option<i32>,
+        /// Whether alerts joining an existing case start playbook runs.
+        #[arg(long)]
+        grouped_alerts_trigger: Option<bool>,
     },
 }
 
@@ -450,6 +556,96 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
                 .await?;
             println!("step {seq} of run {id} resolved; the run resumes");
             Ok(())
+        }
+        Command::Case(CaseCommand::List {
+            api,
+            status,
+            severity,
+            assignee,
+            tag,
+            limit,
+            cursor,
+        }) => {
+            let client = client::ApiClient::new(api.api_url, api.api_key)?;
+            let mut query = vec![("limit", limit.to_string())];
+            for (name, value) in [
+                ("status", status),
+                ("severity", severity),
+                ("assignee", assignee),
+                ("tag", tag),
+                ("cursor", cursor),
+            ] {
+                query.extend(value.map(|v| (name, v)));
+            }
+            client::list_cases(&client, &query).await
+        }
+        Command::Case(CaseCommand::Show { api, id }) => {
+            let client = client::ApiClient::new(api.api_url, api.api_key)?;
+            client::show_case(&client, &id).await
+        }
+        Command::Case(CaseCommand::Update {
+            api,
+            id,
+            status,
+            determination,
+            severity,
+            assignee,
+            unassign,
+            tags,
+            version,
+        }) => {
+            let client = client::ApiClient::new(api.api_url, api.api_key)?;
+            let mut changes = serde_json::Map::new();
+            for (name, value) in [
+                ("status", status),
+                ("determination", determination),
+                ("severity", severity),
+            ] {
+                if let Some(v) = value {
+                    changes.insert(name.to_owned(), serde_json::json!(v));
+                }
+            }
+            if let Some(a) = assignee {
+                changes.insert("assignee".to_owned(), serde_json::json!(a));
+            }
+            if unassign {
+                changes.insert("assignee".to_owned(), serde_json::Value::Null);
+            }
+            if let Some(t) = tags {
+                changes.insert("tags".to_owned(), serde_json::json!(t));
+            }
+            client::update_case(&client, &id, version, changes).await
+        }
+        Command::Case(CaseCommand::Comment { api, id, text }) => {
+            let client = client::ApiClient::new(api.api_url, api.api_key)?;
+            let event = client
+                .post(
+                    &format!("/v1/cases/{id}/comments"),
+                    &serde_json::json!({ "text": text }),
+                )
+                .await?;
+            println!("comment {} added to case {id}", event["id"]);
+            Ok(())
+        }
+        Command::Grouping(GroupingCommand::Show { api }) => {
+            let client = client::ApiClient::new(api.api_url, api.api_key)?;
+            client::show_grouping(&client).await
+        }
+        Command::Grouping(GroupingCommand::Set {
+            api,
+            fields,
+            window,
+            max_group_size,
+            grouped_alerts_trigger,
+        }) => {
+            let client = client::ApiClient::new(api.api_url, api.api_key)?;
+            let flags = client::PolicyFlags {
+                fields,
+                window,
+                max_group_size,
+                grouped_alerts_trigger,
+            };
+            client::set_grouping(&client, flags).await
         }
         Command::Run(RunCommand::Show { api, id }) => {
             let client = client::ApiClient::new(api.api_url, api.api_key)?;

@@ -172,6 +172,62 @@ fn settled_alert(env: &HashMap<String, String>, id: &str) -> Value {
     }
 }
 
+/// Runs a client verb against the dev stack; returns its standard output.
+fn tocsin(env: &HashMap<String, String>, args: &[&str]) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_tocsin"))
+        .args(args)
+        .env("TOCSIN_API_URL", &env["TOCSIN_API_URL"])
+        .env("TOCSIN_API_KEY", &env["TOCSIN_API_KEY"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "tocsin {args:?}: {stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
+/// The grouping and case verbs, end to end through the API.
+fn client_verbs_work(env: &HashMap<String, String>, case_id: &str) {
+    let set = tocsin(
+        env,
+        &[
+            "grouping",
+            "set",
+            "--window",
+            "30m",
+            "--max-group-size",
+            "7",
+        ],
+    );
+    assert!(set.contains("version                 1"), "{set}");
+    let show = tocsin(env, &["grouping", "show"]);
+    assert!(show.contains("window                  30m"), "{show}");
+    assert!(show.contains("max group size          7"), "{show}");
+    assert!(tocsin(env, &["case", "list", "--status", "new"]).contains(case_id));
+    let updated = tocsin(
+        env,
+        &[
+            "case",
+            "update",
+            case_id,
+            "--status",
+            "in_progress",
+            "--assignee",
+            "alice",
+        ],
+    );
+    assert!(updated.contains("in_progress"), "{updated}");
+    tocsin(env, &["case", "comment", case_id, "looking"]);
+    let shown = tocsin(env, &["case", "show", case_id]);
+    assert!(
+        shown.contains("assignee_changed") && shown.contains("looking"),
+        "{shown}"
+    );
+}
+
 #[test]
 fn dev_serves_stops_cleanly_resumes_and_recovers_from_a_crash() {
     let tmp = tempfile::tempdir().unwrap();
@@ -213,6 +269,7 @@ fn dev_serves_stops_cleanly_resumes_and_recovers_from_a_crash() {
         .to_owned();
     let first = settled_alert(&env, &id);
     assert_eq!(first["runs"][0]["status"], "succeeded", "{first:#}");
+    client_verbs_work(&env, first["case_id"].as_str().unwrap());
 
     // SIGTERM: clean exit, children gone, dev.env removed.
     signal(&dev, "-TERM");

@@ -228,8 +228,12 @@ async fn handle_alert(ctx: &Ctx, payload: &[u8]) -> Result<(), HandleError> {
         .collect();
     let outcome = ctx.store.record_alert(&alert, &runs).await?;
     let to_publish = match outcome {
-        AlertOutcome::New { case_id, runs } => {
-            tracing::info!(%case_id, runs = runs.len(), "alert recorded");
+        AlertOutcome::New {
+            case_id,
+            grouped,
+            runs,
+        } => {
+            tracing::info!(%case_id, grouped, runs = runs.len(), "alert recorded");
             runs
         }
         AlertOutcome::Duplicate { duplicate_count } => {

@@ -7,6 +7,8 @@ use time::OffsetDateTime;
 use tocsin_proto::types::Severity;
 use uuid::Uuid;
 
+use crate::grouping::{Fingerprint, GroupingPolicy};
+use crate::page::{Cursor, Keyed, Page, binds, clamp_limit};
 use crate::runs::RunSummary;
 use crate::{Store, StoreError};
 
@@ -76,11 +78,15 @@ pub struct QueuedRun {
 /// What recording a delivered alert did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AlertOutcome {
-    /// First sighting: a case was opened and runs were queued.
+    /// First sighting: the alert joined a case (opened for it unless `grouped`) and runs
+    /// were queued.
     New {
         /// The case the alert joined.
         case_id: Uuid,
-        /// Runs to publish.
+        /// Whether it joined an existing case.
+        grouped: bool,
+        /// Runs to publish (none for a grouped alert unless the policy says grouped
+        /// alerts trigger).
         runs: Vec<QueuedRun>,
     },
     /// The same (tenant, source, source_ref) was seen before: counted, nothing started.
@@ -98,8 +104,16 @@ pub enum AlertOutcome {
 }
 
 impl Store {
-    /// Records one delivered alert: dedup by receipt and by (tenant, source, source_ref),
-    /// a case for a new alert, and `runs` queued for it. One transaction.
+    /// Records one delivered alert in one transaction: dedup by receipt and by (tenant,
+    /// source, source_ref); grouping into the newest open case with the same fingerprint
+    /// under the tenant's [grouping policy](crate::grouping) (else a new case), with the
+    /// reason on the case timeline; its observables linked to the alert and the case; and
+    /// `runs` queued, unless the alert joined an existing case and the policy says grouped
+    /// alerts do not start runs.
+    ///
+    /// Two alerts with the same fingerprint recorded concurrently are serialized by a
+    /// transaction-scoped advisory lock on (tenant, fingerprint), so they never open two
+    /// cases.
     pub async fn record_alert(
         &self,
         alert: &NewAlert,
@@ -117,10 +131,12 @@ impl Store {
             return Ok(AlertOutcome::Redelivered { runs });
         }
 
+        let policy = crate::grouping::current_policy(&mut tx, &alert.tenant).await?;
+        let fingerprint = policy.fingerprint(alert);
         let (inserted, case_id, duplicate_count): (bool, Option<Uuid>, i32) = sqlx::query_as(
             "INSERT INTO alerts (id, tenant_id, source, source_ref, title, description, severity,
-                occurred_at, received_at, observables, tags, raw, last_seen_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $9)
+                occurred_at, received_at, observables, tags, raw, last_seen_at, fingerprint)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $9, $13)
              ON CONFLICT (tenant_id, source, source_ref) DO UPDATE
                 SET duplicate_count = alerts.duplicate_count + 1,
                     last_seen_at = EXCLUDED.last_seen_at
@@ -138,44 +154,46 @@ impl Store {
         .bind(Json(&alert.observables))
         .bind(&alert.tags)
         .bind(Json(&alert.raw))
+        .bind(&fingerprint.hash)
         .fetch_one(&mut *tx)
         .await?;
 
         let outcome = if inserted {
-            let case_id = open_case(&mut tx, alert).await?;
-            let mut queued = Vec::with_capacity(runs.len());
-            for run in runs {
-                let row: Option<QueuedRun> = sqlx::query_as(
-                    "INSERT INTO runs (id, tenant_id, alert_id, case_id, playbook, bundle_hash, priority,
-                        dispatched_at)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, now())
-                     ON CONFLICT (id) DO NOTHING
-                     RETURNING id, tenant_id, alert_id, playbook, bundle_hash, priority, dispatch",
-                )
-                .bind(run.id)
-                .bind(&alert.tenant)
-                .bind(alert.id)
-                .bind(case_id)
-                .bind(&run.playbook)
-                .bind(&run.bundle_hash)
-                .bind(&run.priority)
-                .fetch_optional(&mut *tx)
-                .await?;
-                queued.extend(row);
-            }
-            if !queued.is_empty() {
-                let names: Vec<&str> = queued.iter().map(|r| r.playbook.as_str()).collect();
-                case_event(
-                    &mut tx,
-                    &alert.tenant,
-                    case_id,
-                    "playbooks_matched",
-                    serde_json::json!({ "alert_id": alert.id, "playbooks": names }),
-                )
-                .await?;
-            }
+            let (case_id, grouped) = group_into_case(&mut tx, alert, &policy, &fingerprint).await?;
+            let found = crate::extract::extract(&alert.observables, &alert.raw);
+            crate::observables::link_observables(
+                &mut tx,
+                &alert.tenant,
+                &found,
+                alert.received_at,
+                Some(alert.id),
+                Some(case_id),
+            )
+            .await?;
+            let queued = if grouped && !policy.grouped_alerts_trigger {
+                if !runs.is_empty() {
+                    let names: Vec<&str> = runs.iter().map(|r| r.playbook.as_str()).collect();
+                    case_event(
+                        &mut tx,
+                        &alert.tenant,
+                        case_id,
+                        "playbooks_skipped",
+                        serde_json::json!({
+                            "alert_id": alert.id,
+                            "playbooks": names,
+                            "reason": "grouped alerts do not start playbooks",
+                            "policy_version": policy.version,
+                        }),
+                    )
+                    .await?;
+                }
+                Vec::new()
+            } else {
+                queue_runs(&mut tx, alert, case_id, runs).await?
+            };
             AlertOutcome::New {
                 case_id,
+                grouped,
                 runs: queued,
             }
         } else {
@@ -211,6 +229,41 @@ impl Store {
         Ok(outcome)
     }
 
+    /// Alerts of `tenant`, newest first.
+    pub async fn list_alerts(
+        &self,
+        tenant: &str,
+        filter: &AlertFilter,
+        after: Option<Cursor>,
+        limit: i64,
+    ) -> Result<Page<AlertSummary>, StoreError> {
+        let limit = clamp_limit(limit);
+        let (at, id) = binds(after);
+        let rows: Vec<AlertSummary> = sqlx::query_as(
+            "SELECT id, source, source_ref, title, severity, received_at, case_id,
+                    duplicate_count, last_seen_at, tags, created_at
+             FROM alerts
+             WHERE tenant_id = $1
+               AND ($2::text IS NULL OR source = $2)
+               AND ($3::text IS NULL OR severity = $3)
+               AND ($4::timestamptz IS NULL OR received_at >= $4)
+               AND ($5::uuid IS NULL OR case_id = $5)
+               AND ($6::timestamptz IS NULL OR (created_at, id) < ($6, $7))
+             ORDER BY created_at DESC, id DESC LIMIT $8",
+        )
+        .bind(tenant)
+        .bind(filter.source.as_deref())
+        .bind(filter.severity.map(Severity::as_str))
+        .bind(filter.since)
+        .bind(filter.case_id)
+        .bind(at)
+        .bind(id)
+        .bind(limit + 1)
+        .fetch_all(self.pool())
+        .await?;
+        Ok(Page::from_rows(rows, limit))
+    }
+
     /// One alert of `tenant` with its case and runs.
     pub async fn alert_view(&self, tenant: &str, id: Uuid) -> Result<AlertView, StoreError> {
         let mut alert: AlertView = sqlx::query_as(
@@ -235,15 +288,69 @@ impl Store {
     }
 }
 
-async fn open_case(tx: &mut PgConnection, alert: &NewAlert) -> Result<Uuid, StoreError> {
-    let case_id = Uuid::now_v7();
-    sqlx::query("INSERT INTO cases (id, tenant_id, title, severity) VALUES ($1, $2, $3, $4)")
-        .bind(case_id)
+/// Puts a newly inserted alert into a case: the newest open case of the tenant with the
+/// same fingerprint, opened by an alert received within the policy's window and holding
+/// fewer than its maximum, else a new one. Returns the case and whether it existed.
+async fn group_into_case(
+    tx: &mut PgConnection,
+    alert: &NewAlert,
+    policy: &GroupingPolicy,
+    fingerprint: &Fingerprint,
+) -> Result<(Uuid, bool), StoreError> {
+    // Serializes alerts of one (tenant, fingerprint): the second waits here and then finds
+    // the case the first opened. Released at commit.
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1), hashtext($2))")
         .bind(&alert.tenant)
-        .bind(&alert.title)
-        .bind(alert.severity.as_str())
+        .bind(&fingerprint.hash)
         .execute(&mut *tx)
         .await?;
+    // NO KEY UPDATE (not UPDATE): rows referencing the case (events, links) may still be
+    // inserted concurrently, so this cannot deadlock with a playbook writing to the case.
+    let open: Option<Uuid> = sqlx::query_scalar(
+        "SELECT id FROM cases
+         WHERE tenant_id = $1 AND fingerprint = $2 AND status IN ('new', 'in_progress')
+           AND first_alert_at > $3 - make_interval(secs => $4) AND alert_count < $5
+         ORDER BY first_alert_at DESC, id DESC LIMIT 1
+         FOR NO KEY UPDATE",
+    )
+    .bind(&alert.tenant)
+    .bind(&fingerprint.hash)
+    .bind(alert.received_at)
+    .bind(f64::from(policy.window_seconds))
+    .bind(policy.max_group_size)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let fields = &policy.fields;
+    let (case_id, grouped, reason) = match open {
+        Some(case_id) => {
+            sqlx::query(
+                "UPDATE cases SET alert_count = alert_count + 1, updated_at = now()
+                 WHERE id = $1 AND tenant_id = $2",
+            )
+            .bind(case_id)
+            .bind(&alert.tenant)
+            .execute(&mut *tx)
+            .await?;
+            (case_id, true, "grouped")
+        }
+        None => {
+            let case_id = Uuid::now_v7();
+            sqlx::query(
+                "INSERT INTO cases (id, tenant_id, title, severity, fingerprint, first_alert_at,
+                        alert_count)
+                 VALUES ($1, $2, $3, $4, $5, $6, 1)",
+            )
+            .bind(case_id)
+            .bind(&alert.tenant)
+            .bind(&alert.title)
+            .bind(alert.severity.as_str())
+            .bind(&fingerprint.hash)
+            .bind(alert.received_at)
+            .execute(&mut *tx)
+            .await?;
+            (case_id, false, "new case")
+        }
+    };
     sqlx::query("UPDATE alerts SET case_id = $1 WHERE id = $2 AND tenant_id = $3")
         .bind(case_id)
         .bind(alert.id)
@@ -261,10 +368,58 @@ async fn open_case(tx: &mut PgConnection, alert: &NewAlert) -> Result<Uuid, Stor
         &alert.tenant,
         case_id,
         "alert_added",
-        serde_json::json!({ "alert_id": alert.id, "reason": "new case" }),
+        serde_json::json!({
+            "alert_id": alert.id,
+            "reason": reason,
+            "fingerprint_fields": fields,
+            "matched": fingerprint.matched,
+            "policy_version": policy.version,
+        }),
     )
     .await?;
-    Ok(case_id)
+    Ok((case_id, grouped))
+}
+
+/// Inserts the runs of a new alert (deterministic ids: a second insert is a no-op) and
+/// notes on the case which playbooks matched.
+async fn queue_runs(
+    tx: &mut PgConnection,
+    alert: &NewAlert,
+    case_id: Uuid,
+    runs: &[NewRun],
+) -> Result<Vec<QueuedRun>, StoreError> {
+    let mut queued = Vec::with_capacity(runs.len());
+    for run in runs {
+        let row: Option<QueuedRun> = sqlx::query_as(
+            "INSERT INTO runs (id, tenant_id, alert_id, case_id, playbook, bundle_hash, priority,
+                dispatched_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, now())
+             ON CONFLICT (id) DO NOTHING
+             RETURNING id, tenant_id, alert_id, playbook, bundle_hash, priority, dispatch",
+        )
+        .bind(run.id)
+        .bind(&alert.tenant)
+        .bind(alert.id)
+        .bind(case_id)
+        .bind(&run.playbook)
+        .bind(&run.bundle_hash)
+        .bind(&run.priority)
+        .fetch_optional(&mut *tx)
+        .await?;
+        queued.extend(row);
+    }
+    if !queued.is_empty() {
+        let names: Vec<&str> = queued.iter().map(|r| r.playbook.as_str()).collect();
+        case_event(
+            tx,
+            &alert.tenant,
+            case_id,
+            "playbooks_matched",
+            serde_json::json!({ "alert_id": alert.id, "playbooks": names }),
+        )
+        .await?;
+    }
+    Ok(queued)
 }
 
 pub(crate) async fn case_event(
@@ -354,4 +509,56 @@ pub struct AlertView {
     /// Runs it triggered.
     #[sqlx(skip)]
     pub runs: Vec<RunSummary>,
+}
+
+/// Filters of the alert list; every one optional.
+#[derive(Debug, Clone, Default)]
+pub struct AlertFilter {
+    /// Only this producer.
+    pub source: Option<String>,
+    /// Only this severity.
+    pub severity: Option<Severity>,
+    /// Only alerts received at or after this.
+    pub since: Option<OffsetDateTime>,
+    /// Only alerts of this case.
+    pub case_id: Option<Uuid>,
+}
+
+/// An alert as lists show it.
+#[derive(Debug, Clone, Serialize, FromRow)]
+pub struct AlertSummary {
+    /// Alert id.
+    pub id: Uuid,
+    /// Producer.
+    pub source: String,
+    /// Producer's id.
+    pub source_ref: String,
+    /// Title.
+    pub title: String,
+    /// Severity.
+    pub severity: String,
+    /// When it was first accepted.
+    #[serde(with = "time::serde::rfc3339")]
+    pub received_at: OffsetDateTime,
+    /// Its case.
+    pub case_id: Option<Uuid>,
+    /// Times posted again.
+    pub duplicate_count: i32,
+    /// When it was last posted.
+    #[serde(with = "time::serde::rfc3339")]
+    pub last_seen_at: OffsetDateTime,
+    /// Tags.
+    pub tags: Vec<String>,
+    /// When it was recorded (the list's order).
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+impl Keyed for AlertSummary {
+    fn cursor(&self) -> Cursor {
+        Cursor {
+            at: self.created_at,
+            id: self.id,
+        }
+    }
 }

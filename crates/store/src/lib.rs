@@ -7,10 +7,15 @@
 pub mod alerts;
 pub mod approvals;
 pub mod bundles;
+pub mod cases;
 pub mod dispatch;
 mod error;
+pub mod extract;
+pub mod grouping;
 pub mod keys;
+pub mod observables;
 pub mod operator;
+pub mod page;
 pub mod runs;
 pub mod secrets;
 pub mod system;

@@ -13,6 +13,7 @@ use time::OffsetDateTime;
 use tocsin_proto::types::RunStatus;
 use uuid::Uuid;
 
+use crate::page::{Cursor, Keyed, Page, binds, clamp_limit};
 use crate::{Store, StoreError};
 
 /// A claimed run, ready to execute.
@@ -531,6 +532,37 @@ impl Store {
         Ok(id)
     }
 
+    /// Runs of `tenant`, newest first.
+    pub async fn list_runs(
+        &self,
+        tenant: &str,
+        filter: &RunFilter,
+        after: Option<Cursor>,
+        limit: i64,
+    ) -> Result<Page<RunListItem>, StoreError> {
+        let limit = clamp_limit(limit);
+        let (at, id) = binds(after);
+        let rows: Vec<RunListItem> = sqlx::query_as(
+            "SELECT id, playbook, status, trigger, alert_id, case_id, attempts, queued_at,
+                    started_at, finished_at
+             FROM runs
+             WHERE tenant_id = $1
+               AND ($2::text IS NULL OR status = $2)
+               AND ($3::text IS NULL OR playbook = $3)
+               AND ($4::timestamptz IS NULL OR (queued_at, id) < ($4, $5))
+             ORDER BY queued_at DESC, id DESC LIMIT $6",
+        )
+        .bind(tenant)
+        .bind(filter.status.map(RunStatus::as_str))
+        .bind(filter.playbook.as_deref())
+        .bind(at)
+        .bind(id)
+        .bind(limit + 1)
+        .fetch_all(self.pool())
+        .await?;
+        Ok(Page::from_rows(rows, limit))
+    }
+
     /// One run of `tenant` with its steps and log.
     pub async fn run_view(&self, tenant: &str, id: Uuid) -> Result<RunView, StoreError> {
         let mut run: RunView = sqlx::query_as(
@@ -720,5 +752,51 @@ impl Store {
                 .fetch_one(self.pool())
                 .await?,
         )
+    }
+}
+
+/// Filters of the run list; every one optional.
+#[derive(Debug, Clone, Default)]
+pub struct RunFilter {
+    /// Only runs in this status.
+    pub status: Option<RunStatus>,
+    /// Only runs of this playbook.
+    pub playbook: Option<String>,
+}
+
+/// A run as lists show it.
+#[derive(Debug, Clone, Serialize, FromRow)]
+pub struct RunListItem {
+    /// Run id.
+    pub id: Uuid,
+    /// Playbook name.
+    pub playbook: String,
+    /// Status name.
+    pub status: String,
+    /// alert | manual | schedule.
+    pub trigger: String,
+    /// Triggering alert.
+    pub alert_id: Option<Uuid>,
+    /// Case.
+    pub case_id: Option<Uuid>,
+    /// Executions so far.
+    pub attempts: i32,
+    /// Queued (the list's order).
+    #[serde(with = "time::serde::rfc3339")]
+    pub queued_at: OffsetDateTime,
+    /// First started.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub started_at: Option<OffsetDateTime>,
+    /// Finished.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub finished_at: Option<OffsetDateTime>,
+}
+
+impl Keyed for RunListItem {
+    fn cursor(&self) -> Cursor {
+        Cursor {
+            at: self.queued_at,
+            id: self.id,
+        }
     }
 }

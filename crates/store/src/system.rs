@@ -8,7 +8,7 @@
 //! | `tocsin.case.set_status` | `{status, determination?}` | case status | `{status}` |
 //! | `tocsin.case.set_severity` | `{severity}` | case severity | `{severity}` |
 //! | `tocsin.case.add_tag` | `{tag}` | case tag | `{tags}` |
-//! | `tocsin.case.add_observable` | `{type, value}` | timeline entry | `{}` |
+//! | `tocsin.case.add_observable` | `{type, value}` | observable stored and linked to the case, timeline entry | `{}` |
 //! | `tocsin.approval` | `{title, details, approvers, timeout_s, default}` | pending approval, run suspends | `{approved, decided_by, comment, timed_out}` |
 //! | `tocsin.sleep` | `{seconds}` | durable timer, run suspends | `null` |
 
@@ -300,26 +300,34 @@ async fn perform(
                 None => refuse(tx, step, "a tag must be 1-256 bytes".to_owned()).await,
             },
             "add_observable" => {
-                let kind = str_arg(args, "type").unwrap_or_default();
-                let value = str_arg(args, "value").map(str::trim).unwrap_or_default();
-                if !tocsin_proto::types::OBSERVABLE_TYPES.contains(&kind)
-                    || value.is_empty()
-                    || value.len() > 4096
-                {
+                let kind = str_arg(args, "type").and_then(crate::extract::kind_name);
+                let value = str_arg(args, "value").unwrap_or_default();
+                let Some((kind, value)) =
+                    kind.and_then(|k| crate::extract::normalize(k, value).map(|v| (k, v)))
+                else {
                     return refuse(
                         tx,
                         step,
-                        "an observable needs a known type and a 1-4096 byte value".to_owned(),
+                        "an observable needs a known type and a valid 1-2048 byte value".to_owned(),
                     )
                     .await;
-                }
+                };
+                let ids = crate::observables::link_observables(
+                    tx,
+                    tenant,
+                    &[(kind, value.clone())],
+                    time::OffsetDateTime::now_utc(),
+                    None,
+                    Some(case_id),
+                )
+                .await?;
                 case_event_by(
                     tx,
                     tenant,
                     case_id,
                     "observable_added",
                     &actor,
-                    json!({ "type": kind, "value": value }),
+                    json!({ "type": kind, "value": value, "observable_id": ids.first() }),
                 )
                 .await?;
                 done(tx, step, json!({})).await

@@ -1,0 +1,15 @@
+DROP TABLE case_observables;
+DROP TABLE alert_observables;
+DROP TABLE observables;
+DROP INDEX case_alerts_alert;
+DROP INDEX runs_tenant;
+DROP INDEX alerts_tenant;
+ALTER TABLE alerts DROP COLUMN fingerprint;
+DROP INDEX cases_tenant;
+CREATE INDEX cases_tenant ON cases (tenant_id, created_at DESC);
+DROP INDEX cases_open_fingerprint;
+ALTER TABLE cases DROP COLUMN alert_count;
+ALTER TABLE cases DROP COLUMN first_alert_at;
+ALTER TABLE cases DROP COLUMN fingerprint;
+ALTER TABLE cases DROP COLUMN assignee;
+DROP TABLE grouping_policies;
