@@ -220,8 +220,10 @@ async fn drive(
 fn alerts(source: &str, i: u64, batch: usize, extra: &serde_json::Value) -> String {
     (0..batch)
         .map(|j| {
+            // Distinct titles: alerts with the same fingerprint would be grouped into one
+            // case and, by the default policy, start no further runs.
             let mut alert = serde_json::json!({
-                "title": "benchmark alert", "severity": "high", "source": source,
+                "title": format!("benchmark alert {i}-{j}"), "severity": "high", "source": source,
                 "source_ref": format!("{source}-{i}-{j}"),
                 "observables": [{"type": "ip", "value": "203.0.113.10"}],
             });
