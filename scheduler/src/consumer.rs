@@ -61,33 +61,17 @@ pub(crate) async fn consume(
         stream: subjects::ALERTS_STREAM,
         source: e,
     };
-    let stream = js
-        .get_stream(subjects::ALERTS_STREAM)
-        .await
-        .map_err(|e| consumer_err(Box::new(e)))?;
     let concurrency = config.scheduler.concurrency;
-    let consumer = stream
-        .create_consumer(pull::Config {
-            durable_name: Some(subjects::SCHEDULER_CONSUMER.to_owned()),
-            ack_policy: jetstream::consumer::AckPolicy::Explicit,
-            ack_wait: config.scheduler.ack_wait,
-            max_ack_pending: i64::try_from(concurrency).unwrap_or(i64::MAX),
-            max_deliver: config.scheduler.max_deliver,
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| consumer_err(Box::new(e)))?;
-    let mut messages = open_stream(&consumer, concurrency)
-        .await
-        .map_err(|e| consumer_err(Box::new(e)))?;
+    let mut messages = open_consumer(&js, config).await.map_err(consumer_err)?;
+    // The pull stream can end, or keep failing, when the server restarted and lost the
+    // consumer: create the consumer again (retrying) rather than stopping the scheduler.
+    let reopen_js = js.clone();
     let reopen = || async {
-        // The pull stream can end when the connection to the server is lost for long; open
-        // a new one (retrying) rather than stopping the scheduler.
         loop {
-            match open_stream(&consumer, concurrency).await {
+            match open_consumer(&reopen_js, config).await {
                 Ok(stream) => return Some(stream),
                 Err(error) => {
-                    tracing::warn!(%error, "failed to reopen the alert stream; retrying");
+                    tracing::warn!(%error, "failed to reopen the alert consumer; retrying");
                     tokio::select! {
                         () = shutdown.cancelled() => return None,
                         () = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
@@ -96,6 +80,7 @@ pub(crate) async fn consume(
             }
         }
     };
+    let mut consecutive_errors = 0u32;
     let ctx = Arc::new(Ctx {
         js,
         max_deliver: config.scheduler.max_deliver,
@@ -119,6 +104,7 @@ pub(crate) async fn consume(
         };
         match message {
             Some(Ok(message)) => {
+                consecutive_errors = 0;
                 let ctx = ctx.clone();
                 tasks.spawn("alert", async move {
                     handle_message(&ctx, message).await;
@@ -126,9 +112,17 @@ pub(crate) async fn consume(
                 });
             }
             Some(Err(error)) => {
-                // The pull stream reports heartbeats missed and similar transient errors; it
-                // keeps going, so log and continue.
-                tracing::warn!(%error, "alert consumer error");
+                // Missed heartbeats and similar errors are transient and the stream keeps
+                // going; several in a row mean the consumer is gone (server restarted).
+                consecutive_errors += 1;
+                tracing::warn!(%error, consecutive_errors, "alert consumer error");
+                if consecutive_errors >= 3 {
+                    consecutive_errors = 0;
+                    match reopen().await {
+                        Some(stream) => messages = stream,
+                        None => break,
+                    }
+                }
             }
             None => {
                 tracing::warn!("alert consumer stream ended; reopening");
@@ -146,6 +140,28 @@ pub(crate) async fn consume(
         );
     }
     Ok(())
+}
+
+/// Makes sure the ALERTS stream and the scheduler's durable consumer exist (creating or
+/// updating them) and opens a pull stream on it.
+async fn open_consumer(
+    js: &jetstream::Context,
+    config: &Config,
+) -> Result<pull::Stream, Box<dyn std::error::Error + Send + Sync>> {
+    tocsin_core::nats::ensure_streams(js, &config.nats).await?;
+    let stream = js.get_stream(subjects::ALERTS_STREAM).await?;
+    let concurrency = config.scheduler.concurrency;
+    let consumer = stream
+        .create_consumer(pull::Config {
+            durable_name: Some(subjects::SCHEDULER_CONSUMER.to_owned()),
+            ack_policy: jetstream::consumer::AckPolicy::Explicit,
+            ack_wait: config.scheduler.ack_wait,
+            max_ack_pending: i64::try_from(concurrency).unwrap_or(i64::MAX),
+            max_deliver: config.scheduler.max_deliver,
+            ..Default::default()
+        })
+        .await?;
+    Ok(open_stream(&consumer, concurrency).await?)
 }
 
 /// Pull requests expire and heartbeat quickly so that a restarted server is noticed within

@@ -145,7 +145,7 @@ async fn the_same_alert_posted_twice_is_one_alert_with_one_run_and_a_recorded_du
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn ingest_answers_401_400_413_and_503_without_accepting_anything() {
+async fn ingest_answers_401_400_413_and_503_and_a_retry_after_503_is_the_same_alert() {
     let mut stack = TestStack::start(options().configure(|c| c.ingest.max_body_bytes = 8 * 1024))
         .await
         .unwrap();
@@ -204,7 +204,7 @@ async fn ingest_answers_401_400_413_and_503_without_accepting_anything() {
     assert_eq!(unavailable.status(), 503);
     assert!(unavailable.headers().contains_key("retry-after"));
 
-    // Once NATS is back the same post is accepted, and nothing from before was recorded.
+    // Once NATS is back the same post is accepted, as the same alert.
     stack.nats.restart().await.unwrap();
     let start = std::time::Instant::now();
     let ids = loop {
@@ -220,9 +220,12 @@ async fn ingest_answers_401_400_413_and_503_without_accepting_anything() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     let alert = stack.wait_settled(ids[0].as_str().unwrap()).await;
-    assert_eq!(
-        alert["duplicate_count"], 0,
-        "the 503 post must not have been recorded"
+    // A 503 promises nothing was acknowledged, not that nothing arrives: the client may have
+    // flushed the publish to the restarted server. The retry is then a recorded duplicate of
+    // the same alert, never a second alert.
+    assert!(
+        alert["duplicate_count"].as_i64().unwrap() <= 1,
+        "the retried post is one alert: {alert:#}"
     );
     stack.stop().await.unwrap();
 }

@@ -172,37 +172,38 @@ async fn consume(
         source: e,
     };
     let capacity = section.runners * section.runs_per_runner;
-    let stream = js
-        .get_stream(subjects::RUNS_STREAM)
-        .await
-        .map_err(|e| consumer_err(Box::new(e)))?;
-    let consumer = stream
-        // Create or update: a changed ack_wait, max_deliver or pool limit reaches the
-        // existing durable consumer.
-        .create_consumer(pull::Config {
-            durable_name: Some(section.consumer.clone()),
-            filter_subject: section.filter_subject.clone(),
-            ack_policy: jetstream::consumer::AckPolicy::Explicit,
-            ack_wait: section.ack_wait,
-            // Pool-wide: every worker pod of the pool shares this consumer; each pod bounds
-            // its own concurrency with its semaphore.
-            max_ack_pending: section.pool_max_ack_pending,
-            max_deliver: section.max_deliver,
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| consumer_err(Box::new(e)))?;
+    // Makes sure the RUNS stream and this pool's durable consumer exist (a restarted server
+    // may have lost them) and opens a pull stream on it.
     let open = || async {
-        consumer
+        tocsin_core::nats::ensure_streams(js, &config.nats).await?;
+        let stream = js.get_stream(subjects::RUNS_STREAM).await?;
+        let consumer = stream
+            // Create or update: a changed ack_wait, max_deliver or pool limit reaches the
+            // existing durable consumer.
+            .create_consumer(pull::Config {
+                durable_name: Some(section.consumer.clone()),
+                filter_subject: section.filter_subject.clone(),
+                ack_policy: jetstream::consumer::AckPolicy::Explicit,
+                ack_wait: section.ack_wait,
+                // Pool-wide: every worker pod of the pool shares this consumer; each pod
+                // bounds its own concurrency with its semaphore.
+                max_ack_pending: section.pool_max_ack_pending,
+                max_deliver: section.max_deliver,
+                ..Default::default()
+            })
+            .await?;
+        let messages = consumer
             .stream()
             .max_messages_per_batch(capacity.min(256))
             // Short expiry and heartbeat: a restarted server is noticed within seconds.
             .expires(std::time::Duration::from_secs(10))
             .heartbeat(std::time::Duration::from_secs(3))
             .messages()
-            .await
+            .await?;
+        Ok::<_, Box<dyn std::error::Error + Send + Sync>>(messages)
     };
-    let mut messages = open().await.map_err(|e| consumer_err(Box::new(e)))?;
+    let mut messages = open().await.map_err(consumer_err)?;
+    let mut consecutive_errors = 0u32;
     let limit = Arc::new(Semaphore::new(capacity));
     let tasks = shutdown.child();
     tracing::info!(capacity, runners = section.runners, "worker consuming runs");
@@ -220,13 +221,25 @@ async fn consume(
         };
         match message {
             Some(Ok(message)) => {
+                consecutive_errors = 0;
                 let exec = exec.clone();
                 tasks.spawn("run", async move {
                     execute::handle_message(&exec, message).await;
                     drop(permit);
                 });
             }
-            Some(Err(error)) => tracing::warn!(%error, "run consumer error"),
+            Some(Err(error)) => {
+                // Several errors in a row mean the consumer is gone (server restarted).
+                consecutive_errors += 1;
+                tracing::warn!(%error, consecutive_errors, "run consumer error");
+                if consecutive_errors >= 3 {
+                    consecutive_errors = 0;
+                    match open().await {
+                        Ok(stream) => messages = stream,
+                        Err(error) => tracing::warn!(%error, "failed to reopen the run consumer"),
+                    }
+                }
+            }
             None => {
                 // The pull stream can end after a long disconnection: open a new one.
                 tracing::warn!("run consumer stream ended; reopening");
