@@ -11,7 +11,7 @@ use tocsin_proto::types::Severity;
 use tocsin_store::alerts::AlertFilter;
 
 use crate::common::{
-    AppState, decode_cursor, encode_cursor, limit, parse_id, parsed, query, store_problem,
+    AppState, decode_cursor, limit, page_response, parse_id, parsed, query, store_problem,
     tenant_of, timestamp,
 };
 
@@ -58,10 +58,7 @@ pub(crate) async fn list_alerts(
         )
         .await
         .map_err(|e| store_problem(&e))?;
-    Ok(json_response(
-        StatusCode::OK,
-        &json!({ "alerts": page.items, "next_cursor": page.next.map(encode_cursor) }),
-    ))
+    Ok(page_response("alerts", page))
 }
 
 /// `GET /v1/alerts/{id}`.

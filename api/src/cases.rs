@@ -15,8 +15,8 @@ use tocsin_store::cases::{
 };
 
 use crate::common::{
-    AppState, caller, decode_cursor, decode_event_cursor, encode_cursor, encode_event_cursor,
-    json_body, limit, parse_id, parsed, query, store_problem, tenant_of, timestamp,
+    AppState, caller, decode_cursor, decode_event_cursor, encode_event_cursor, json_body, limit,
+    page_response, parse_id, parsed, query, store_problem, tenant_of, timestamp,
 };
 
 const STATUSES: &str = "new, in_progress, resolved or closed";
@@ -62,10 +62,7 @@ pub(crate) async fn list_cases(
         )
         .await
         .map_err(|e| store_problem(&e))?;
-    Ok(json_response(
-        StatusCode::OK,
-        &json!({ "cases": page.items, "next_cursor": page.next.map(encode_cursor) }),
-    ))
+    Ok(page_response("cases", page))
 }
 
 /// `GET /v1/cases/{id}`.

@@ -131,6 +131,20 @@ fn bad_cursor() -> Problem {
 }
 
 /// Encodes a list position as an opaque token: base64url of `<unix micros>.<id>`.
+/// A page of a list as the API answers it: `{"<key>": [...], "next_cursor": ...}`.
+pub(crate) fn page_response<T: serde::Serialize>(
+    key: &str,
+    page: page::Page<T>,
+) -> axum::response::Response {
+    let mut body = serde_json::Map::new();
+    body.insert(key.to_owned(), serde_json::json!(page.items));
+    body.insert(
+        "next_cursor".to_owned(),
+        serde_json::json!(page.next.map(encode_cursor)),
+    );
+    tocsin_http::json_response(StatusCode::OK, &serde_json::Value::Object(body))
+}
+
 pub(crate) fn encode_cursor(cursor: Cursor) -> String {
     let micros = cursor.at.unix_timestamp_nanos() / 1000;
     URL_SAFE_NO_PAD.encode(format!("{micros}.{}", cursor.id))

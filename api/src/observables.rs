@@ -11,7 +11,7 @@ use tocsin_http::{Problem, json_response};
 use tocsin_store::observables::ObservableFilter;
 
 use crate::common::{
-    AppState, decode_cursor, encode_cursor, limit, parse_id, query, store_problem, tenant_of,
+    AppState, decode_cursor, limit, page_response, parse_id, query, store_problem, tenant_of,
 };
 
 #[derive(Debug, Deserialize)]
@@ -54,10 +54,7 @@ pub(crate) async fn list_observables(
         )
         .await
         .map_err(|e| store_problem(&e))?;
-    Ok(json_response(
-        StatusCode::OK,
-        &json!({ "observables": page.items, "next_cursor": page.next.map(encode_cursor) }),
-    ))
+    Ok(page_response("observables", page))
 }
 
 #[derive(Debug, Deserialize)]

@@ -14,7 +14,7 @@ use tocsin_store::runs::RunFilter;
 use uuid::Uuid;
 
 use crate::common::{
-    AppState, caller, decode_cursor, encode_cursor, json_body, limit, parse_id, parsed, query,
+    AppState, caller, decode_cursor, json_body, limit, page_response, parse_id, parsed, query,
     store_problem, tenant_of,
 };
 
@@ -49,10 +49,7 @@ pub(crate) async fn list_runs(
         )
         .await
         .map_err(|e| store_problem(&e))?;
-    Ok(json_response(
-        StatusCode::OK,
-        &json!({ "runs": page.items, "next_cursor": page.next.map(encode_cursor) }),
-    ))
+    Ok(page_response("runs", page))
 }
 
 /// `GET /v1/runs/{id}`.
