@@ -25,7 +25,9 @@ test: bootstrap test-rust test-python
 test-rust:
 	$(CARGO) test --workspace --locked
 
+# The phishing end-to-end test drives target/debug/tocsin (built by test-rust's cargo test).
 test-python:
+	@[ -x target/debug/tocsin ] || $(CARGO) build --locked -p tocsin-cli
 	cd playbooks && $(PYTHON) -m pytest sdk/tests tests -q -p no:cacheprovider
 	$(PYTHON) -m pytest deploy/tests -q -p no:cacheprovider
 

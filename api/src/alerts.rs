@@ -2,7 +2,7 @@
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::Response;
 use serde::Deserialize;
 use serde_json::json;
@@ -11,8 +11,8 @@ use tocsin_proto::types::Severity;
 use tocsin_store::alerts::AlertFilter;
 
 use crate::common::{
-    AppState, decode_cursor, limit, page_response, parse_id, parsed, query, store_problem,
-    tenant_of, timestamp,
+    AppState, Caller, decode_cursor, limit, page_response, parse_id, parsed, query, store_problem,
+    timestamp,
 };
 
 #[derive(Debug, Deserialize)]
@@ -29,10 +29,10 @@ pub(crate) struct ListAlerts {
 /// `GET /v1/alerts`.
 pub(crate) async fn list_alerts(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    caller: Caller,
     params: Result<Query<ListAlerts>, QueryRejection>,
 ) -> Result<Response, Problem> {
-    let tenant = tenant_of(&state.0, &headers).await?;
+    let tenant = caller.tenant;
     let params = query(params)?;
     let filter = AlertFilter {
         source: params.source,
@@ -64,10 +64,10 @@ pub(crate) async fn list_alerts(
 /// `GET /v1/alerts/{id}`.
 pub(crate) async fn get_alert(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Response, Problem> {
-    let tenant = tenant_of(&state.0, &headers).await?;
+    let tenant = caller.tenant;
     let id = parse_id(&id, "alert")?;
     let alert = state
         .0

@@ -3,13 +3,13 @@
 use axum::Json;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::Response;
 use serde::Deserialize;
 use serde_json::json;
 use tocsin_http::{Problem, json_response};
 
-use crate::common::{AppState, caller, json_body, parse_id, query, store_problem, tenant_of};
+use crate::common::{AppState, Caller, json_body, parse_id, query, store_problem};
 use tocsin_store::approvals::DecideError;
 
 #[derive(Debug, Deserialize)]
@@ -21,10 +21,10 @@ pub(crate) struct ApprovalFilter {
 /// `GET /v1/approvals`.
 pub(crate) async fn list_approvals(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    caller: Caller,
     filter: Result<Query<ApprovalFilter>, QueryRejection>,
 ) -> Result<Response, Problem> {
-    let tenant = tenant_of(&state.0, &headers).await?;
+    let tenant = caller.tenant;
     let filter = query(filter)?;
     if let Some(status) = filter.status.as_deref()
         && !matches!(status, "pending" | "approved" | "denied" | "timed_out")
@@ -56,11 +56,10 @@ pub(crate) struct Decision {
 /// `POST /v1/approvals/{id}`.
 pub(crate) async fn decide_approval(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    caller: Caller,
     Path(id): Path<String>,
     body: Result<Json<Decision>, JsonRejection>,
 ) -> Result<Response, Problem> {
-    let caller = caller(&state.0, &headers).await?;
     let id = parse_id(&id, "approval")?;
     let decision = json_body(body)?;
     let approve = match decision.decision.as_str() {

@@ -4,7 +4,7 @@
 use axum::Json;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::Response;
 use serde::{Deserialize, Deserializer};
 use serde_json::json;
@@ -15,8 +15,8 @@ use tocsin_store::cases::{
 };
 
 use crate::common::{
-    AppState, caller, decode_cursor, decode_event_cursor, encode_event_cursor, json_body, limit,
-    page_response, parse_id, parsed, query, store_problem, tenant_of, timestamp,
+    AppState, Caller, decode_cursor, decode_event_cursor, encode_event_cursor, json_body, limit,
+    page_response, parse_id, parsed, query, store_problem, timestamp,
 };
 
 const STATUSES: &str = "new, in_progress, resolved or closed";
@@ -39,10 +39,10 @@ pub(crate) struct ListCases {
 /// `GET /v1/cases`.
 pub(crate) async fn list_cases(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    caller: Caller,
     params: Result<Query<ListCases>, QueryRejection>,
 ) -> Result<Response, Problem> {
-    let tenant = tenant_of(&state.0, &headers).await?;
+    let tenant = caller.tenant;
     let params = query(params)?;
     let filter = CaseFilter {
         status: parsed::<CaseStatus>(params.status.as_deref(), "status", STATUSES)?,
@@ -68,10 +68,10 @@ pub(crate) async fn list_cases(
 /// `GET /v1/cases/{id}`.
 pub(crate) async fn get_case(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Response, Problem> {
-    let tenant = tenant_of(&state.0, &headers).await?;
+    let tenant = caller.tenant;
     let id = parse_id(&id, "case")?;
     let case = state
         .0
@@ -101,11 +101,10 @@ pub(crate) struct PatchCase {
 /// `PATCH /v1/cases/{id}`.
 pub(crate) async fn patch_case(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    caller: Caller,
     Path(id): Path<String>,
     body: Result<Json<PatchCase>, JsonRejection>,
 ) -> Result<Response, Problem> {
-    let caller = caller(&state.0, &headers).await?;
     let id = parse_id(&id, "case")?;
     let patch = json_body(body)?;
     let update = CaseUpdate {
@@ -158,11 +157,10 @@ pub(crate) struct NewComment {
 /// `POST /v1/cases/{id}/comments`.
 pub(crate) async fn comment_case(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    caller: Caller,
     Path(id): Path<String>,
     body: Result<Json<NewComment>, JsonRejection>,
 ) -> Result<Response, Problem> {
-    let caller = caller(&state.0, &headers).await?;
     let id = parse_id(&id, "case")?;
     let comment = json_body(body)?;
     let text = comment.text.trim();
@@ -190,11 +188,11 @@ pub(crate) struct TimelineParams {
 /// `GET /v1/cases/{id}/timeline`.
 pub(crate) async fn case_timeline(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    caller: Caller,
     Path(id): Path<String>,
     params: Result<Query<TimelineParams>, QueryRejection>,
 ) -> Result<Response, Problem> {
-    let tenant = tenant_of(&state.0, &headers).await?;
+    let tenant = caller.tenant;
     let id = parse_id(&id, "case")?;
     let params = query(params)?;
     let page = state

@@ -5,49 +5,177 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::Query;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use tocsin_http::{Problem, bearer};
-use tocsin_store::keys::KeyKind;
+use tocsin_store::audit::AuditEntry;
+use tocsin_store::keys::Role;
 use tocsin_store::page::{self, Cursor};
+use tocsin_store::secrets::MasterKey;
 use tocsin_store::{Store, StoreError};
 use uuid::Uuid;
 
-/// Shared handler state.
+/// Shared handler state: the store, and the master key encrypting tenant secrets (when
+/// configured).
 #[derive(Clone)]
-pub(crate) struct AppState(pub(crate) Arc<Store>);
+pub(crate) struct AppState(pub(crate) Arc<Store>, pub(crate) Option<Arc<MasterKey>>);
 
-/// The caller: the tenant of the presented key and an actor label for audit fields.
+/// The caller, as the access layer resolved it: the tenant the request acts in and an actor
+/// label for audit fields. Handlers take it as an extractor.
+#[derive(Debug, Clone)]
 pub(crate) struct Caller {
     pub(crate) tenant: String,
     pub(crate) actor: String,
 }
 
-pub(crate) async fn caller(store: &Store, headers: &HeaderMap) -> Result<Caller, Problem> {
-    let key = bearer(headers).ok_or_else(|| {
-        Problem::unauthorized("missing API key: send Authorization: Bearer <api key>")
-    })?;
-    match store.resolve_key(KeyKind::Api, key).await {
-        Ok(Some(tenant)) => Ok(Caller {
-            tenant,
-            // The key's public lookup prefix identifies it without revealing it.
-            actor: format!("key:{}", key.chars().take(20).collect::<String>()),
-        }),
-        Ok(None) => Err(Problem::unauthorized("invalid API key")),
-        Err(error) => Err(store_problem(&error)),
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Problem> {
+        // Set by `authorize` on every route that needs a key; its absence is a route-table
+        // mistake, answered as unauthorized rather than served without a tenant.
+        parts
+            .extensions
+            .get::<Caller>()
+            .cloned()
+            .ok_or_else(|| Problem::unauthorized("missing API key"))
     }
 }
 
-pub(crate) async fn tenant_of(store: &Store, headers: &HeaderMap) -> Result<String, Problem> {
-    caller(store, headers).await.map(|c| c.tenant)
+/// Header an operator key names the tenant of a call with.
+pub(crate) const TENANT_HEADER: &str = "x-tocsin-tenant";
+
+/// What a route needs of the caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Access {
+    /// No key (health, the OpenAPI document).
+    Public,
+    /// A key of at least this role.
+    Role(Role),
+}
+
+/// Resolves the presented key to a [`Caller`] (401 when missing or invalid; 403 when its role
+/// is below `needed`; an operator key names the tenant with `X-Tocsin-Tenant`).
+pub(crate) async fn authorize_caller(
+    store: &Store,
+    headers: &HeaderMap,
+    needed: Role,
+) -> Result<Caller, Problem> {
+    let key = bearer(headers).ok_or_else(|| {
+        Problem::unauthorized("missing API key: send Authorization: Bearer <api key>")
+    })?;
+    let identity = match store.resolve_api_key(key).await {
+        Ok(Some(identity)) => identity,
+        Ok(None) => return Err(Problem::unauthorized("invalid, revoked or expired API key")),
+        Err(error) => return Err(store_problem(&error)),
+    };
+    let named = headers
+        .get(TENANT_HEADER)
+        .map(|v| v.to_str().unwrap_or_default().to_owned());
+    let tenant = match (identity.tenant, named) {
+        (Some(own), None) => own,
+        (Some(own), Some(named)) if named == own => own,
+        (Some(_), Some(_)) => {
+            return Err(Problem::new(
+                StatusCode::BAD_REQUEST,
+                "X-Tocsin-Tenant names another tenant; only operator keys act across tenants",
+            ));
+        }
+        (None, None) => {
+            return Err(Problem::new(
+                StatusCode::BAD_REQUEST,
+                "an operator key must name the tenant of each call in X-Tocsin-Tenant",
+            ));
+        }
+        (None, Some(named)) => {
+            if !tocsin_proto::types::is_valid_tenant_id(&named) {
+                return Err(Problem::new(
+                    StatusCode::BAD_REQUEST,
+                    "X-Tocsin-Tenant is not a valid tenant id",
+                ));
+            }
+            match store.tenant_exists(&named).await {
+                Ok(true) => named,
+                Ok(false) => return Err(Problem::not_found("tenant")),
+                Err(error) => return Err(store_problem(&error)),
+            }
+        }
+    };
+    if identity.role < needed {
+        return Err(Problem::new(
+            StatusCode::FORBIDDEN,
+            format!(
+                "this key's role ({}) may not do this; it needs {} or above",
+                identity.role.as_str(),
+                needed.as_str()
+            ),
+        ));
+    }
+    Ok(Caller {
+        tenant,
+        // The key's public lookup prefix identifies it without revealing it.
+        actor: format!("key:{}", key.chars().take(20).collect::<String>()),
+    })
+}
+
+/// Middleware of every keyed route: authorizes the caller for `needed`, hands the handler
+/// the [`Caller`], and writes an audit entry for each mutation that succeeded (the route,
+/// the request path as target, and the details the handler attached as [`Audit`]).
+pub(crate) async fn authorize(
+    State((state, needed, route)): State<(AppState, Role, &'static str)>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let caller = match authorize_caller(&state.0, request.headers(), needed).await {
+        Ok(caller) => caller,
+        Err(problem) => return problem.into_response(),
+    };
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    request.extensions_mut().insert(caller.clone());
+    let mut response = next.run(request).await;
+    if method != Method::GET && response.status().is_success() {
+        let detail = response.extensions_mut().remove::<Audit>();
+        let (target, before, after) = match detail {
+            Some(audit) => (audit.target, audit.before, audit.after),
+            None => (path, None, None),
+        };
+        let entry = AuditEntry {
+            tenant: Some(&caller.tenant),
+            actor: &caller.actor,
+            action: &format!("{method} {route}"),
+            target: &target,
+            before: before.as_ref(),
+            after: after.as_ref(),
+        };
+        if let Err(error) = state.0.audit(&entry).await {
+            // The change is committed; a lost audit line is logged loudly, not hidden.
+            tracing::error!(%error, action = entry.action, target = entry.target, "failed to write audit entry");
+        }
+    }
+    response
+}
+
+/// Audit details a handler attaches to its response (as an extension): the changed object
+/// and its state before and after. Never secret values.
+#[derive(Debug, Clone)]
+pub(crate) struct Audit {
+    pub(crate) target: String,
+    pub(crate) before: Option<serde_json::Value>,
+    pub(crate) after: Option<serde_json::Value>,
 }
 
 pub(crate) fn store_problem(error: &StoreError) -> Problem {
     match error {
         StoreError::NotFound { entity } => Problem::not_found(entity),
+        StoreError::Invalid(message) => Problem::new(StatusCode::BAD_REQUEST, message.clone()),
         StoreError::Unavailable(_) => Problem::unavailable("database unavailable; retry later", 2),
         other => {
             tracing::error!(error = %other, "api request failed");

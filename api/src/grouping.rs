@@ -3,7 +3,7 @@
 use axum::Json;
 use axum::extract::State;
 use axum::extract::rejection::JsonRejection;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::Response;
 use serde::Deserialize;
 use serde_json::json;
@@ -12,14 +12,14 @@ use tocsin_store::grouping::{
     DEFAULT_FIELDS, DEFAULT_MAX_GROUP_SIZE, DEFAULT_WINDOW_SECS, PolicyChange, PolicyError,
 };
 
-use crate::common::{AppState, caller, json_body, store_problem, tenant_of};
+use crate::common::{AppState, Caller, json_body, store_problem};
 
 /// `GET /v1/grouping-policy`.
 pub(crate) async fn get_policy(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    caller: Caller,
 ) -> Result<Response, Problem> {
-    let tenant = tenant_of(&state.0, &headers).await?;
+    let tenant = caller.tenant;
     let policy = state
         .0
         .grouping_policy(&tenant)
@@ -31,9 +31,9 @@ pub(crate) async fn get_policy(
 /// `GET /v1/grouping-policy/versions`.
 pub(crate) async fn policy_versions(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    caller: Caller,
 ) -> Result<Response, Problem> {
-    let tenant = tenant_of(&state.0, &headers).await?;
+    let tenant = caller.tenant;
     let versions = state
         .0
         .grouping_policy_history(&tenant)
@@ -58,10 +58,9 @@ pub(crate) struct PutPolicy {
 /// `PUT /v1/grouping-policy`: the whole policy (omitted settings take their defaults).
 pub(crate) async fn put_policy(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    caller: Caller,
     body: Result<Json<PutPolicy>, JsonRejection>,
 ) -> Result<Response, Problem> {
-    let caller = caller(&state.0, &headers).await?;
     let put = json_body(body)?;
     let change = PolicyChange {
         fields: put

@@ -1,7 +1,9 @@
-//! The analyst/admin REST API. Every request carries a tenant API key
-//! (`Authorization: Bearer tsk_api_...`); every query is scoped to that key's tenant, so
-//! another tenant's case, alert, observable or run answers 404 exactly like a missing one.
-//! Errors are `application/problem+json`.
+//! The analyst/admin REST API. Every request carries an API key
+//! (`Authorization: Bearer tsk_api_...`); every query is scoped to that key's tenant (an
+//! operator key names it in `X-Tocsin-Tenant`), so another tenant's case, alert, observable
+//! or run answers 404 exactly like a missing one. Each route needs a role (viewer < analyst
+//! < admin, see [`routes`]); successful mutations are audited. Errors are
+//! `application/problem+json`.
 //!
 //! The routes are listed once, as data, in [`routes`]; `GET /v1/openapi.json` serves the
 //! OpenAPI 3.1 document describing them (`api/openapi.json`), and a test keeps the two equal.
@@ -14,15 +16,18 @@
 //! | runs | `GET/POST /v1/runs`, `GET /v1/runs/{id}`, `POST /v1/runs/{id}/cancel|retry`, `POST /v1/runs/{id}/steps/{seq}/resolve` |
 //! | approvals | `GET /v1/approvals`, `POST /v1/approvals/{id}` |
 //! | grouping | `GET/PUT /v1/grouping-policy`, `GET /v1/grouping-policy/versions` |
+//! | admin | `GET/POST /v1/keys`, `DELETE /v1/keys/{id}`, `GET /v1/secrets`, `PUT/DELETE /v1/secrets/{name}`, `GET /v1/audit` |
 //! | service | `GET /v1/openapi.json`, `GET /healthz`, `GET /readyz` |
 #![forbid(unsafe_code)]
 
+mod admin;
 mod alerts;
 mod approvals;
 mod cases;
 mod common;
 mod grouping;
 mod observables;
+mod playbooks;
 mod routes;
 mod runs;
 
@@ -37,8 +42,11 @@ use axum::response::Response;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tocsin_core::Shutdown;
-use tocsin_core::config::{PostgresConfig, ShutdownConfig, TelemetryConfig, Validate};
+use tocsin_core::config::{
+    PostgresConfig, SecretsConfig, ShutdownConfig, TelemetryConfig, Validate,
+};
 use tocsin_http::json_response;
+use tocsin_store::secrets::{MasterKey, SecretError};
 use tocsin_store::{Store, StoreError};
 
 /// API configuration.
@@ -49,6 +57,8 @@ pub struct Config {
     pub api: ApiSection,
     /// PostgreSQL.
     pub postgres: PostgresConfig,
+    /// Master key for tenant secrets (`PUT /v1/secrets/{name}`).
+    pub secrets: SecretsConfig,
     /// Logging.
     pub telemetry: TelemetryConfig,
     /// Draining.
@@ -74,6 +84,7 @@ impl Default for ApiSection {
 impl Validate for Config {
     fn validate(&self, problems: &mut Vec<String>) {
         self.postgres.validate(problems);
+        self.secrets.validate(problems);
         self.telemetry.validate(problems);
         self.shutdown.validate(problems);
     }
@@ -85,6 +96,9 @@ pub enum ApiError {
     /// The database could not be reached.
     #[error("failed to connect to postgres")]
     Store(#[from] StoreError),
+    /// The configured master key is not usable.
+    #[error("invalid [secrets] master_key")]
+    MasterKey(#[from] SecretError),
     /// The listener could not be bound or the server failed.
     #[error("failed to serve http on {addr}")]
     Serve {
@@ -100,6 +114,7 @@ pub enum ApiError {
 pub struct Server {
     listener: tokio::net::TcpListener,
     store: Store,
+    master: Option<Arc<MasterKey>>,
     addr: SocketAddr,
 }
 
@@ -114,6 +129,12 @@ impl std::fmt::Debug for Server {
 impl Server {
     /// Connects to Postgres and binds the listener.
     pub async fn bind(config: &Config) -> Result<Self, ApiError> {
+        let master = config
+            .secrets
+            .master_key
+            .as_ref()
+            .map(|k| MasterKey::from_base64(k.expose()).map(Arc::new))
+            .transpose()?;
         let store = Store::connect(&config.postgres).await?;
         let addr = config.api.listen;
         let listener = tokio::net::TcpListener::bind(addr)
@@ -123,6 +144,7 @@ impl Server {
         Ok(Self {
             listener,
             store,
+            master,
             addr,
         })
     }
@@ -134,7 +156,7 @@ impl Server {
 
     /// Serves until `shutdown`, lets in-flight requests finish, closes the pool.
     pub async fn serve(self, shutdown: Shutdown) -> Result<(), ApiError> {
-        let app = routes::router(AppState(Arc::new(self.store.clone())));
+        let app = routes::router(AppState(Arc::new(self.store.clone()), self.master.clone()));
         tracing::info!(addr = %self.addr, "api listening");
         let token = shutdown.token().clone();
         let addr = self.addr;

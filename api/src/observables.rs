@@ -3,7 +3,7 @@
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::Response;
 use serde::Deserialize;
 use serde_json::json;
@@ -11,7 +11,7 @@ use tocsin_http::{Problem, json_response};
 use tocsin_store::observables::ObservableFilter;
 
 use crate::common::{
-    AppState, decode_cursor, limit, page_response, parse_id, query, store_problem, tenant_of,
+    AppState, Caller, decode_cursor, limit, page_response, parse_id, query, store_problem,
 };
 
 #[derive(Debug, Deserialize)]
@@ -27,10 +27,10 @@ pub(crate) struct ListObservables {
 /// `GET /v1/observables`.
 pub(crate) async fn list_observables(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    caller: Caller,
     params: Result<Query<ListObservables>, QueryRejection>,
 ) -> Result<Response, Problem> {
-    let tenant = tenant_of(&state.0, &headers).await?;
+    let tenant = caller.tenant;
     let params = query(params)?;
     if let Some(kind) = params.kind.as_deref()
         && !tocsin_proto::types::OBSERVABLE_TYPES.contains(&kind)
@@ -66,11 +66,11 @@ pub(crate) struct ObservableParams {
 /// `GET /v1/observables/{id}`.
 pub(crate) async fn get_observable(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    caller: Caller,
     Path(id): Path<String>,
     params: Result<Query<ObservableParams>, QueryRejection>,
 ) -> Result<Response, Problem> {
-    let tenant = tenant_of(&state.0, &headers).await?;
+    let tenant = caller.tenant;
     let id = parse_id(&id, "observable")?;
     let params = query(params)?;
     let relative_to = params

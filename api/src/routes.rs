@@ -9,20 +9,23 @@ use axum::http::{Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, delete, get, patch, post, put};
 
-use crate::common::AppState;
-use crate::{alerts, approvals, cases, grouping, observables, runs};
+use tocsin_store::keys::Role;
+
+use crate::common::{Access, AppState, authorize};
+use crate::{admin, alerts, approvals, cases, grouping, observables, playbooks, runs};
 
 /// The OpenAPI 3.1 document describing every route below.
 pub(crate) const OPENAPI: &str = include_str!("../openapi.json");
 
-/// One route: method, path (axum syntax, the same as OpenAPI's), handler.
+/// One route: method, path (axum syntax, the same as OpenAPI's), who may call it, handler.
 pub(crate) struct Route {
     pub(crate) method: Method,
     pub(crate) path: &'static str,
+    pub(crate) access: Access,
     handler: MethodRouter<AppState>,
 }
 
-fn route<H, T>(method: Method, path: &'static str, handler: H) -> Route
+fn route<H, T>(access: Access, method: Method, path: &'static str, handler: H) -> Route
 where
     H: Handler<T, AppState>,
     T: 'static,
@@ -39,6 +42,7 @@ where
     Route {
         method,
         path,
+        access,
         handler,
     }
 }
@@ -46,38 +50,89 @@ where
 /// Every route of the API.
 pub(crate) fn table() -> Vec<Route> {
     use Method as M;
+    let viewer = Access::Role(Role::Viewer);
+    let analyst = Access::Role(Role::Analyst);
+    let admin = Access::Role(Role::Admin);
+    let public = Access::Public;
     vec![
-        route(M::GET, "/v1/cases", cases::list_cases),
-        route(M::GET, "/v1/cases/{id}", cases::get_case),
-        route(M::PATCH, "/v1/cases/{id}", cases::patch_case),
-        route(M::POST, "/v1/cases/{id}/comments", cases::comment_case),
-        route(M::GET, "/v1/cases/{id}/timeline", cases::case_timeline),
-        route(M::GET, "/v1/alerts", alerts::list_alerts),
-        route(M::GET, "/v1/alerts/{id}", alerts::get_alert),
-        route(M::GET, "/v1/observables", observables::list_observables),
-        route(M::GET, "/v1/observables/{id}", observables::get_observable),
-        route(M::GET, "/v1/runs", runs::list_runs),
-        route(M::POST, "/v1/runs", runs::start_run),
-        route(M::GET, "/v1/runs/{id}", runs::get_run),
-        route(M::POST, "/v1/runs/{id}/cancel", runs::cancel_run),
-        route(M::POST, "/v1/runs/{id}/retry", runs::retry_run),
+        route(viewer, M::GET, "/v1/cases", cases::list_cases),
+        route(viewer, M::GET, "/v1/cases/{id}", cases::get_case),
+        route(analyst, M::PATCH, "/v1/cases/{id}", cases::patch_case),
         route(
+            analyst,
+            M::POST,
+            "/v1/cases/{id}/comments",
+            cases::comment_case,
+        ),
+        route(
+            viewer,
+            M::GET,
+            "/v1/cases/{id}/timeline",
+            cases::case_timeline,
+        ),
+        route(viewer, M::GET, "/v1/alerts", alerts::list_alerts),
+        route(viewer, M::GET, "/v1/alerts/{id}", alerts::get_alert),
+        route(
+            viewer,
+            M::GET,
+            "/v1/observables",
+            observables::list_observables,
+        ),
+        route(
+            viewer,
+            M::GET,
+            "/v1/observables/{id}",
+            observables::get_observable,
+        ),
+        route(viewer, M::GET, "/v1/runs", runs::list_runs),
+        route(analyst, M::POST, "/v1/runs", runs::start_run),
+        route(viewer, M::GET, "/v1/runs/{id}", runs::get_run),
+        route(analyst, M::POST, "/v1/runs/{id}/cancel", runs::cancel_run),
+        route(analyst, M::POST, "/v1/runs/{id}/retry", runs::retry_run),
+        route(
+            analyst,
             M::POST,
             "/v1/runs/{id}/steps/{seq}/resolve",
             runs::resolve_step,
         ),
-        route(M::GET, "/v1/approvals", approvals::list_approvals),
-        route(M::POST, "/v1/approvals/{id}", approvals::decide_approval),
-        route(M::GET, "/v1/grouping-policy", grouping::get_policy),
-        route(M::PUT, "/v1/grouping-policy", grouping::put_policy),
+        route(viewer, M::GET, "/v1/approvals", approvals::list_approvals),
         route(
+            analyst,
+            M::POST,
+            "/v1/approvals/{id}",
+            approvals::decide_approval,
+        ),
+        route(viewer, M::GET, "/v1/grouping-policy", grouping::get_policy),
+        route(admin, M::PUT, "/v1/grouping-policy", grouping::put_policy),
+        route(
+            viewer,
             M::GET,
             "/v1/grouping-policy/versions",
             grouping::policy_versions,
         ),
-        route(M::GET, "/v1/openapi.json", openapi),
-        route(M::GET, "/healthz", healthz),
-        route(M::GET, "/readyz", crate::readyz),
+        route(viewer, M::GET, "/v1/playbooks", playbooks::list_playbooks),
+        route(
+            admin,
+            M::POST,
+            "/v1/playbooks/{name}/enable",
+            playbooks::enable_playbook,
+        ),
+        route(
+            admin,
+            M::POST,
+            "/v1/playbooks/{name}/disable",
+            playbooks::disable_playbook,
+        ),
+        route(admin, M::GET, "/v1/keys", admin::list_keys),
+        route(admin, M::POST, "/v1/keys", admin::create_key),
+        route(admin, M::DELETE, "/v1/keys/{id}", admin::revoke_key),
+        route(admin, M::GET, "/v1/secrets", admin::list_secrets),
+        route(admin, M::PUT, "/v1/secrets/{name}", admin::put_secret),
+        route(admin, M::DELETE, "/v1/secrets/{name}", admin::delete_secret),
+        route(admin, M::GET, "/v1/audit", admin::list_audit),
+        route(public, M::GET, "/v1/openapi.json", openapi),
+        route(public, M::GET, "/healthz", healthz),
+        route(public, M::GET, "/readyz", crate::readyz),
     ]
 }
 
@@ -87,7 +142,14 @@ pub(crate) fn router(state: AppState) -> Router {
         .into_iter()
         .fold(Router::new(), |router, r| {
             tracing::trace!(method = %r.method, path = r.path, "route");
-            router.route(r.path, r.handler)
+            let handler = match r.access {
+                Access::Public => r.handler,
+                Access::Role(role) => r.handler.layer(axum::middleware::from_fn_with_state(
+                    (state.clone(), role, r.path),
+                    authorize,
+                )),
+            };
+            router.route(r.path, handler)
         })
         .with_state(state)
 }
@@ -195,6 +257,23 @@ mod tests {
             "openapi.json describes routes that do not exist: {extra:?}"
         );
         assert_eq!(routed.len(), table().len(), "a route is listed twice");
+        // The role each operation documents is the one the router enforces.
+        for r in table() {
+            let operation = &doc["paths"][r.path][r.method.as_str().to_lowercase()];
+            let documented = operation["x-tocsin-role"].as_str();
+            match r.access {
+                Access::Public => assert_eq!(documented, None, "{} {}", r.method, r.path),
+                Access::Role(role) => {
+                    assert_eq!(documented, Some(role.as_str()), "{} {}", r.method, r.path);
+                    assert!(
+                        operation["responses"]["403"].is_object(),
+                        "{} {} documents no 403",
+                        r.method,
+                        r.path
+                    );
+                }
+            }
+        }
 
         let mut targets = Vec::new();
         refs(&doc, &mut targets);
@@ -211,12 +290,13 @@ mod tests {
             .acquire_timeout(Duration::from_millis(200))
             .connect_lazy("postgres://nobody@127.0.0.1:1/none")
             .unwrap();
-        let app = router(AppState(Arc::new(Store::from_pool(pool))));
+        let app = router(AppState(Arc::new(Store::from_pool(pool)), None));
         for route in table() {
             let uri = route
                 .path
                 .replace("{id}", "00000000-0000-0000-0000-000000000000")
-                .replace("{seq}", "1");
+                .replace("{seq}", "1")
+                .replace("{name}", "token");
             let request = Request::builder()
                 .method(route.method.clone())
                 .uri(&uri)

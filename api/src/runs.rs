@@ -3,7 +3,7 @@
 use axum::Json;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::Response;
 use serde::Deserialize;
 use serde_json::json;
@@ -14,8 +14,8 @@ use tocsin_store::runs::RunFilter;
 use uuid::Uuid;
 
 use crate::common::{
-    AppState, caller, decode_cursor, json_body, limit, page_response, parse_id, parsed, query,
-    store_problem, tenant_of,
+    AppState, Caller, decode_cursor, json_body, limit, page_response, parse_id, parsed, query,
+    store_problem,
 };
 
 #[derive(Debug, Deserialize)]
@@ -30,10 +30,10 @@ pub(crate) struct ListRuns {
 /// `GET /v1/runs`.
 pub(crate) async fn list_runs(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    caller: Caller,
     params: Result<Query<ListRuns>, QueryRejection>,
 ) -> Result<Response, Problem> {
-    let tenant = tenant_of(&state.0, &headers).await?;
+    let tenant = caller.tenant;
     let params = query(params)?;
     let filter = RunFilter {
         status: parsed::<RunStatus>(params.status.as_deref(), "status", "a run status")?,
@@ -55,10 +55,10 @@ pub(crate) async fn list_runs(
 /// `GET /v1/runs/{id}`.
 pub(crate) async fn get_run(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Response, Problem> {
-    let tenant = tenant_of(&state.0, &headers).await?;
+    let tenant = caller.tenant;
     let id = parse_id(&id, "run")?;
     let run = state
         .0
@@ -79,10 +79,10 @@ pub(crate) struct StartRun {
 /// `POST /v1/runs`: start a playbook by hand.
 pub(crate) async fn start_run(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    caller: Caller,
     body: Result<Json<StartRun>, JsonRejection>,
 ) -> Result<Response, Problem> {
-    let tenant = tenant_of(&state.0, &headers).await?;
+    let tenant = caller.tenant;
     let request = json_body(body)?;
     if request.playbook.is_empty() || request.playbook.len() > 200 {
         return Err(Problem::new(
@@ -117,10 +117,9 @@ fn operator_problem(error: OperatorError) -> Problem {
 /// `POST /v1/runs/{id}/cancel`.
 pub(crate) async fn cancel_run(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Response, Problem> {
-    let caller = caller(&state.0, &headers).await?;
     let id = parse_id(&id, "run")?;
     match state.0.cancel_run(&caller.tenant, id, &caller.actor).await {
         Ok(Cancelled::Now) => Ok(json_response(
@@ -138,10 +137,10 @@ pub(crate) async fn cancel_run(
 /// `POST /v1/runs/{id}/retry`.
 pub(crate) async fn retry_run(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Response, Problem> {
-    let tenant = tenant_of(&state.0, &headers).await?;
+    let tenant = caller.tenant;
     let id = parse_id(&id, "run")?;
     state
         .0
@@ -163,11 +162,10 @@ pub(crate) struct Resolve {
 /// `POST /v1/runs/{id}/steps/{seq}/resolve`.
 pub(crate) async fn resolve_step(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    caller: Caller,
     Path((id, seq)): Path<(String, i32)>,
     body: Result<Json<Resolve>, JsonRejection>,
 ) -> Result<Response, Problem> {
-    let caller = caller(&state.0, &headers).await?;
     let id = parse_id(&id, "run")?;
     let resolve = json_body(body)?;
     state

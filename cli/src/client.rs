@@ -315,3 +315,65 @@ pub async fn update_case(
     );
     Ok(())
 }
+
+/// One path segment, percent-encoded (playbook names are user text).
+fn segment(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+/// `tocsin playbook list`.
+pub async fn list_playbooks(client: &ApiClient) -> anyhow::Result<()> {
+    let answer = client.get("/v1/playbooks").await?;
+    let deployment = &answer["deployment"];
+    if deployment.is_null() {
+        println!("no bundle deployed yet (tocsin playbook deploy DIR)");
+        return Ok(());
+    }
+    println!(
+        "bundle {} deployed {} by {}",
+        deployment["bundle_hash"].as_str().unwrap_or("?"),
+        deployment["deployed_at"].as_str().unwrap_or("?"),
+        deployment["deployed_by"].as_str().unwrap_or("?"),
+    );
+    println!(
+        "{:<28} {:<8} {:<22} {:<7} LOCATION",
+        "NAME", "STATE", "TRIGGER", "PRIO"
+    );
+    for p in answer["items"].as_array().into_iter().flatten() {
+        println!(
+            "{:<28} {:<8} {:<22} {:<7} {}:{}",
+            p["name"].as_str().unwrap_or("?"),
+            if p["enabled"].as_bool() == Some(true) {
+                "enabled"
+            } else {
+                "disabled"
+            },
+            p["trigger"].as_str().unwrap_or("?"),
+            p["priority"].as_str().unwrap_or("?"),
+            p["file"].as_str().unwrap_or("?"),
+            p["line"],
+        );
+    }
+    Ok(())
+}
+
+/// `tocsin playbook enable|disable NAME`.
+pub async fn switch_playbook(client: &ApiClient, name: &str, enabled: bool) -> anyhow::Result<()> {
+    let verb = if enabled { "enable" } else { "disable" };
+    client
+        .post(
+            &format!("/v1/playbooks/{}/{verb}", segment(name)),
+            &json!({}),
+        )
+        .await?;
+    println!("playbook {name} {verb}d for new alerts on every node");
+    Ok(())
+}

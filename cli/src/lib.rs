@@ -20,7 +20,6 @@ use serde::de::DeserializeOwned;
 use tocsin_core::Shutdown;
 use tocsin_core::config::{ConfigError, TelemetryConfig, Validate};
 use tocsin_store::Store;
-use tocsin_store::keys::KeyKind;
 
 use crate::dev::{Dev, DevOptions};
 use crate::stack::StackConfig;
@@ -54,8 +53,11 @@ enum Command {
     Api(ServiceArgs),
     /// Apply database migrations.
     Migrate(ConfigArgs),
-    /// Deploy a playbook directory for a tenant.
+    /// Deploy a playbook directory for a tenant (the same as `tocsin playbook deploy`).
     Deploy(DeployArgs),
+    /// Deploy, list, test, enable and disable playbooks.
+    #[command(subcommand)]
+    Playbook(PlaybookCommand),
     /// Manage tenants.
     #[command(subcommand)]
     Tenant(TenantCommand),
@@ -405,23 +407,96 @@ enum TenantCommand {
         #[arg(long)]
         name: Option<String>,
     },
+    /// List tenants.
+    List {
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum PlaybookCommand {
+    /// Validate a playbook directory in a runner, store it as a content-addressed bundle and
+    /// make it live for the tenant on every node (needs the database: --config /
+    /// TOCSIN_DATABASE_URL). Deploying an older directory is the rollback.
+    Deploy(DeployArgs),
+    /// Show the live bundle and its playbooks (client verb: TOCSIN_API_URL / TOCSIN_API_KEY).
+    List {
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Run a playbook directory's pytest suite with the SDK importable (`tocsin.testing`);
+    /// exits with pytest's status.
+    Test {
+        /// Playbook directory (its tests are collected by pytest).
+        #[arg(default_value = "./playbooks")]
+        dir: PathBuf,
+        /// SDK directory (the one holding `tocsin/`); default: DIR/sdk if present, else the
+        /// installed `tocsin` package.
+        #[arg(long)]
+        sdk: Option<PathBuf>,
+        /// Python interpreter.
+        #[arg(long, env = "TOCSIN_PYTHON", default_value = "python3")]
+        python: String,
+        /// Extra pytest arguments (after `--`).
+        #[arg(last = true)]
+        pytest_args: Vec<String>,
+    },
+    /// Start matching a playbook again for new alerts and schedules, on every node at once.
+    Enable {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// Playbook name.
+        name: String,
+    },
+    /// Stop matching a playbook for new alerts and schedules (in-flight runs finish); the
+    /// switch outlives later deploys.
+    Disable {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// Playbook name.
+        name: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
 enum KeyCommand {
-    /// Create a key; it is printed once and stored only as a hash.
+    /// Create a key; only the key is printed on stdout (once; it is stored as a hash).
     Create {
         #[command(flatten)]
         config: ConfigArgs,
-        /// Tenant the key belongs to.
+        /// Tenant the key belongs to (omit for an operator key).
         #[arg(long)]
-        tenant: String,
-        /// `ingest` (posting alerts) or `api` (the REST API).
-        #[arg(long, value_parser = ["ingest", "api"])]
-        kind: String,
+        tenant: Option<String>,
+        /// admin (settings, keys, secrets, policies), analyst (cases, approvals, runs),
+        /// viewer (read), ingest (send alerts only), or operator (admin in every tenant,
+        /// naming the tenant of each call in X-Tocsin-Tenant).
+        #[arg(long, value_parser = ["admin", "analyst", "viewer", "ingest", "operator"])]
+        role: String,
         /// Label shown in listings.
         #[arg(long, default_value = "cli")]
         name: String,
+        /// Expiry (RFC 3339, e.g. 2027-01-31T00:00:00Z).
+        #[arg(long)]
+        expires: Option<String>,
+    },
+    /// List a tenant's keys (or the operator keys without --tenant); never the keys themselves.
+    List {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// Tenant.
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// Revoke a key at once.
+    Revoke {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// Tenant of the key (omit for an operator key).
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Key id (from `tocsin key list`).
+        id: String,
     },
 }
 
@@ -430,6 +505,15 @@ pub fn main(cli: Cli) -> ExitCode {
     if let Command::Runner = cli.command {
         // No tokio runtime here: the runner's main thread belongs to the Python event loop.
         return tocsin_worker::runner_main();
+    }
+    if let Command::Playbook(PlaybookCommand::Test {
+        dir,
+        sdk,
+        python,
+        pytest_args,
+    }) = &cli.command
+    {
+        return test_playbooks(dir, sdk.as_deref(), python, pytest_args);
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -683,7 +767,22 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             println!("database is up to date");
             Ok(())
         }
-        Command::Deploy(args) => {
+        Command::Playbook(PlaybookCommand::List { api }) => {
+            let client = client::ApiClient::new(api.api_url, api.api_key)?;
+            client::list_playbooks(&client).await
+        }
+        Command::Playbook(PlaybookCommand::Enable { api, name }) => {
+            let client = client::ApiClient::new(api.api_url, api.api_key)?;
+            client::switch_playbook(&client, &name, true).await
+        }
+        Command::Playbook(PlaybookCommand::Disable { api, name }) => {
+            let client = client::ApiClient::new(api.api_url, api.api_key)?;
+            client::switch_playbook(&client, &name, false).await
+        }
+        Command::Playbook(PlaybookCommand::Test { .. }) => {
+            anyhow::bail!("`playbook test` runs before the async runtime starts")
+        }
+        Command::Deploy(args) | Command::Playbook(PlaybookCommand::Deploy(args)) => {
             let config: StackConfig = load(&args.config)?;
             let _guard = tocsin_core::telemetry::init(&config.telemetry, "tocsin");
             let store = connect(&config).await?;
@@ -721,25 +820,96 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Tenant(TenantCommand::List { config }) => {
+            let config: StackConfig = load(&config)?;
+            let store = connect(&config).await?;
+            for t in store.list_tenants().await? {
+                println!("{:<32} {:<32} {}", t.id, t.name, t.created_at);
+            }
+            Ok(())
+        }
         Command::Key(KeyCommand::Create {
             config,
             tenant,
-            kind,
+            role,
             name,
+            expires,
         }) => {
             let config: StackConfig = load(&config)?;
             let store = connect(&config).await?;
-            let kind = if kind == "api" {
-                KeyKind::Api
-            } else {
-                KeyKind::Ingest
-            };
+            let role: tocsin_store::keys::Role = role.parse().map_err(anyhow::Error::msg)?;
+            let expires_at = expires
+                .as_deref()
+                .map(|t| {
+                    time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339)
+                        .with_context(|| format!("--expires {t:?} is not RFC 3339"))
+                })
+                .transpose()?;
+            let by = format!(
+                "cli:{}",
+                std::env::var("USER").unwrap_or_else(|_| "unknown".into())
+            );
             let key = store
-                .create_key(&tenant, kind, &name)
+                .create_role_key(tenant.as_deref(), role, &name, expires_at, &by)
                 .await
-                .with_context(|| format!("failed to create a key for tenant {tenant}"))?;
+                .context("failed to create the key")?;
+            store
+                .audit(&tocsin_store::audit::AuditEntry {
+                    tenant: tenant.as_deref(),
+                    actor: &by,
+                    action: "tocsin key create",
+                    target: &format!("key:{}", key.id),
+                    before: None,
+                    after: Some(&serde_json::json!({"role": role.as_str(), "name": name})),
+                })
+                .await?;
             println!("{}", key.secret);
-            eprintln!("key {} created; it is shown only this once", key.id);
+            eprintln!(
+                "key {} ({}) created; it is shown only this once",
+                key.id,
+                role.as_str()
+            );
+            Ok(())
+        }
+        Command::Key(KeyCommand::List { config, tenant }) => {
+            let config: StackConfig = load(&config)?;
+            let store = connect(&config).await?;
+            for k in store.list_keys(tenant.as_deref()).await? {
+                let state = match (k.revoked_at, k.expires_at) {
+                    (Some(_), _) => "revoked".to_owned(),
+                    (None, Some(at)) => format!("expires {at}"),
+                    (None, None) => "active".to_owned(),
+                };
+                println!(
+                    "{}  {:<8} {:<24} {:<22} {}",
+                    k.id, k.role, k.name, k.prefix, state
+                );
+            }
+            Ok(())
+        }
+        Command::Key(KeyCommand::Revoke { config, tenant, id }) => {
+            let config: StackConfig = load(&config)?;
+            let store = connect(&config).await?;
+            let id = uuid::Uuid::parse_str(&id).context("key id must be a UUID")?;
+            let key = store
+                .revoke_key(tenant.as_deref(), id)
+                .await
+                .context("failed to revoke the key (is --tenant the key's tenant?)")?;
+            let by = format!(
+                "cli:{}",
+                std::env::var("USER").unwrap_or_else(|_| "unknown".into())
+            );
+            store
+                .audit(&tocsin_store::audit::AuditEntry {
+                    tenant: tenant.as_deref(),
+                    actor: &by,
+                    action: "tocsin key revoke",
+                    target: &format!("key:{id}"),
+                    before: None,
+                    after: None,
+                })
+                .await?;
+            println!("key {} ({}) revoked", key.id, key.name);
             Ok(())
         }
         Command::Bench(args) => {
@@ -879,4 +1049,57 @@ async fn run_dev(config: StackConfig, options: &DevOptions) -> anyhow::Result<()
     watcher.cancel();
     let _ = watch.await;
     dev.stop().await
+}
+
+/// `tocsin playbook test`: pytest over the directory, with the SDK and the directory itself
+/// importable (so tests can `import` the playbook modules as the runner does).
+fn test_playbooks(
+    dir: &std::path::Path,
+    sdk: Option<&std::path::Path>,
+    python: &str,
+    pytest_args: &[String],
+) -> ExitCode {
+    if !dir.is_dir() {
+        eprintln!("error: {} is not a directory", dir.display());
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    let sdk = sdk
+        .map(std::path::Path::to_path_buf)
+        .or_else(|| Some(dir.join("sdk")).filter(|p| p.join("tocsin").is_dir()));
+    if let Some(sdk) = &sdk
+        && !sdk.join("tocsin").is_dir()
+    {
+        eprintln!("error: --sdk {} holds no tocsin/ package", sdk.display());
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    let mut path: Vec<PathBuf> = sdk.into_iter().collect();
+    path.push(dir.to_path_buf());
+    if let Some(existing) = std::env::var_os("PYTHONPATH") {
+        path.extend(std::env::split_paths(&existing));
+    }
+    let pythonpath = match std::env::join_paths(&path) {
+        Ok(p) => p,
+        Err(error) => {
+            eprintln!("error: cannot build PYTHONPATH: {error}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let status = std::process::Command::new(python)
+        .args(["-m", "pytest", "-p", "no:cacheprovider"])
+        .arg(dir)
+        .args(pytest_args)
+        .env("PYTHONPATH", pythonpath)
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .status();
+    match status {
+        Ok(status) => match status.code() {
+            Some(0) => ExitCode::SUCCESS,
+            Some(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+            None => ExitCode::FAILURE,
+        },
+        Err(error) => {
+            eprintln!("error: cannot run {python} -m pytest: {error} (is pytest installed?)");
+            ExitCode::FAILURE
+        }
+    }
 }

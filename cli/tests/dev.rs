@@ -226,6 +226,72 @@ fn client_verbs_work(env: &HashMap<String, String>, case_id: &str) {
         shown.contains("assignee_changed") && shown.contains("looking"),
         "{shown}"
     );
+
+    // The playbook verbs: list what is live, switch one off and on again.
+    let state = |name: &str| {
+        let listed = tocsin(env, &["playbook", "list"]);
+        assert!(listed.starts_with("bundle "), "{listed}");
+        listed
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .map(str::to_owned)
+            .unwrap_or_else(|| panic!("{name} not listed: {listed}"))
+    };
+    assert_eq!(state("phishing_report"), "enabled");
+    let disabled = tocsin(env, &["playbook", "disable", "phishing_report"]);
+    assert!(disabled.contains("disabled"), "{disabled}");
+    assert_eq!(state("phishing_report"), "disabled");
+    tocsin(env, &["playbook", "enable", "phishing_report"]);
+    assert_eq!(state("phishing_report"), "enabled");
+}
+
+/// `tocsin playbook test` runs a directory's pytest suite with the SDK importable and exits
+/// with pytest's status.
+#[test]
+fn playbook_test_runs_pytest_with_the_sdk_and_passes_its_status_on() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("bundle")).unwrap();
+    std::fs::write(
+        dir.path().join("bundle/pb.py"),
+        "from tocsin import playbook\n\n@playbook()\nasync def triage(alert, run):\n    return {'title': alert.title}\n",
+    )
+    .unwrap();
+    let test = |assertion: &str| {
+        std::fs::write(
+            dir.path().join("test_pb.py"),
+            format!(
+                "import asyncio\nfrom tocsin.testing import mock_alert, run_playbook\nfrom bundle.pb import triage\n\n\
+                 def test_triage():\n    result = asyncio.run(run_playbook(triage, mock_alert(title='x')))\n    assert {assertion}\n"
+            ),
+        )
+        .unwrap();
+        Command::new(env!("CARGO_BIN_EXE_tocsin"))
+            .args(["playbook", "test"])
+            .arg(dir.path())
+            .arg("--sdk")
+            .arg(repo().join("playbooks/sdk"))
+            .args(["--", "-q"])
+            .output()
+            .unwrap()
+    };
+    let passed = test("result.result == {'title': 'x'}");
+    assert!(
+        passed.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&passed.stdout),
+        String::from_utf8_lossy(&passed.stderr)
+    );
+    assert!(String::from_utf8_lossy(&passed.stdout).contains("1 passed"));
+    let failed = test("result.result == {'title': 'y'}");
+    assert_eq!(failed.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&failed.stdout).contains("1 failed"));
+
+    let missing = Command::new(env!("CARGO_BIN_EXE_tocsin"))
+        .args(["playbook", "test", "/nonexistent/dir"])
+        .output()
+        .unwrap();
+    assert_eq!(missing.status.code(), Some(64));
 }
 
 #[test]

@@ -3,7 +3,6 @@
 use std::sync::Arc;
 
 use async_nats::jetstream::{self, AckKind, consumer::pull};
-use futures::StreamExt;
 use prost::Message;
 use time::OffsetDateTime;
 use tocsin_core::{ErrorClass, Shutdown};
@@ -47,7 +46,7 @@ impl HandleError {
 struct Ctx {
     js: jetstream::Context,
     store: Store,
-    playbooks: PlaybookCache,
+    playbooks: Arc<PlaybookCache>,
     max_deliver: i64,
 }
 
@@ -57,34 +56,24 @@ pub(crate) async fn consume(
     store: Store,
     shutdown: &Shutdown,
 ) -> Result<(), SchedulerError> {
-    let consumer_err = |e: Box<dyn std::error::Error + Send + Sync>| SchedulerError::Consumer {
-        stream: subjects::ALERTS_STREAM,
-        source: e,
-    };
     let concurrency = config.scheduler.concurrency;
-    let mut messages = open_consumer(&js, config).await.map_err(consumer_err)?;
-    // The pull stream can end, or keep failing, when the server restarted and lost the
-    // consumer: create the consumer again (retrying) rather than stopping the scheduler.
-    let reopen_js = js.clone();
-    let reopen = || async {
-        loop {
-            match open_consumer(&reopen_js, config).await {
-                Ok(stream) => return Some(stream),
-                Err(error) => {
-                    tracing::warn!(%error, "failed to reopen the alert consumer; retrying");
-                    tokio::select! {
-                        () = shutdown.cancelled() => return None,
-                        () = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
-                    }
-                }
-            }
-        }
-    };
-    let mut consecutive_errors = 0u32;
+    let open_js = js.clone();
+    let mut messages = tocsin_core::nats::DurablePull::new("scheduler", || {
+        let js = open_js.clone();
+        async move { open_consumer(&js, config).await }
+    });
+    let playbooks = Arc::new(PlaybookCache::new(
+        store.clone(),
+        config.scheduler.playbook_cache_ttl,
+    ));
+    let follower = shutdown.spawn(
+        "playbook-changes",
+        crate::playbooks::follow_changes(playbooks.clone(), shutdown.clone()),
+    );
     let ctx = Arc::new(Ctx {
         js,
         max_deliver: config.scheduler.max_deliver,
-        playbooks: PlaybookCache::new(store.clone(), config.scheduler.playbook_cache_ttl),
+        playbooks,
         store,
     });
     let limit = Arc::new(Semaphore::new(concurrency));
@@ -98,41 +87,16 @@ pub(crate) async fn consume(
                 Err(_) => break,
             },
         };
-        let message = tokio::select! {
-            () = shutdown.cancelled() => break,
-            next = messages.next() => next,
+        let Some(message) = messages.next(shutdown).await else {
+            break;
         };
-        match message {
-            Some(Ok(message)) => {
-                consecutive_errors = 0;
-                let ctx = ctx.clone();
-                tasks.spawn("alert", async move {
-                    handle_message(&ctx, message).await;
-                    drop(permit);
-                });
-            }
-            Some(Err(error)) => {
-                // Missed heartbeats and similar errors are transient and the stream keeps
-                // going; several in a row mean the consumer is gone (server restarted).
-                consecutive_errors += 1;
-                tracing::warn!(%error, consecutive_errors, "alert consumer error");
-                if consecutive_errors >= 3 {
-                    consecutive_errors = 0;
-                    match reopen().await {
-                        Some(stream) => messages = stream,
-                        None => break,
-                    }
-                }
-            }
-            None => {
-                tracing::warn!("alert consumer stream ended; reopening");
-                match reopen().await {
-                    Some(stream) => messages = stream,
-                    None => break,
-                }
-            }
-        }
+        let ctx = ctx.clone();
+        tasks.spawn("alert", async move {
+            handle_message(&ctx, message).await;
+            drop(permit);
+        });
     }
+    follower.abort();
     // Stop intake, then let in-flight alerts finish (each acks or naks itself).
     if !tasks.wait_tasks(config.shutdown.grace).await {
         tracing::warn!(
@@ -147,7 +111,7 @@ pub(crate) async fn consume(
 async fn open_consumer(
     js: &jetstream::Context,
     config: &Config,
-) -> Result<pull::Stream, Box<dyn std::error::Error + Send + Sync>> {
+) -> Result<pull::Stream, tocsin_core::nats::BoxError> {
     tocsin_core::nats::ensure_streams(js, &config.nats).await?;
     let stream = js.get_stream(subjects::ALERTS_STREAM).await?;
     let concurrency = config.scheduler.concurrency;

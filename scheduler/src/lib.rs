@@ -22,15 +22,6 @@ pub enum SchedulerError {
     /// NATS connection or stream setup failed.
     #[error(transparent)]
     Nats(#[from] tocsin_core::nats::NatsSetupError),
-    /// The durable consumer could not be created or read.
-    #[error("failed to consume {stream}")]
-    Consumer {
-        /// Stream name.
-        stream: &'static str,
-        /// Cause.
-        #[source]
-        source: Box<dyn std::error::Error + Send + Sync>,
-    },
     /// The database could not be reached.
     #[error("failed to connect to postgres")]
     Store(#[from] tocsin_store::StoreError),

@@ -4,7 +4,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tocsin_store::bundles::PlaybookMeta;
+use tocsin_core::Shutdown;
+use tocsin_store::bundles::{PLAYBOOKS_CHANNEL, PlaybookMeta};
 use tocsin_store::{Store, StoreError};
 
 use crate::when::When;
@@ -41,6 +42,20 @@ impl PlaybookCache {
         }
     }
 
+    /// Drops the cached copy of `tenant`'s playbooks (they changed).
+    pub(crate) fn invalidate(&self, tenant: &str) {
+        if let Ok(mut entries) = self.entries.lock() {
+            entries.remove(tenant);
+        }
+    }
+
+    /// Drops every cached copy (notifications may have been missed).
+    pub(crate) fn clear(&self) {
+        if let Ok(mut entries) = self.entries.lock() {
+            entries.clear();
+        }
+    }
+
     pub(crate) async fn get(&self, tenant: &str) -> Result<Arc<Deployed>, StoreError> {
         if let Ok(entries) = self.entries.lock()
             && let Some((at, deployed)) = entries.get(tenant)
@@ -74,5 +89,46 @@ impl PlaybookCache {
             entries.insert(tenant.to_owned(), (Instant::now(), deployed.clone()));
         }
         Ok(deployed)
+    }
+}
+
+/// Keeps the cache current on every scheduler: a deploy or an enable/disable NOTIFYs
+/// [`PLAYBOOKS_CHANNEL`] with the tenant id, and the tenant's entry is dropped, so the change
+/// applies to the next alert. When the listener fails (Postgres restarted), notifications may
+/// have been missed: the whole cache is dropped and the listener reconnects. The TTL remains
+/// the bound when notifications are unavailable altogether.
+pub(crate) async fn follow_changes(cache: Arc<PlaybookCache>, shutdown: Shutdown) {
+    let mut listener = None;
+    loop {
+        if listener.is_none() {
+            match cache.store.listener(PLAYBOOKS_CHANNEL).await {
+                Ok(l) => {
+                    cache.clear();
+                    listener = Some(l);
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "playbook change notifications unavailable; retrying");
+                    tokio::select! {
+                        () = shutdown.cancelled() => return,
+                        () = tokio::time::sleep(Duration::from_secs(2)) => continue,
+                    }
+                }
+            }
+        }
+        let Some(l) = listener.as_mut() else { continue };
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            received = l.recv() => match received {
+                Ok(notification) => {
+                    tracing::debug!(tenant = notification.payload(), "playbooks changed");
+                    cache.invalidate(notification.payload());
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "playbook change notifications interrupted");
+                    cache.clear();
+                    listener = None;
+                }
+            },
+        }
     }
 }

@@ -5,6 +5,8 @@
 // A test harness: failing loudly is its job.
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::missing_panics_doc)]
 
+pub mod procs;
+
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -95,6 +97,23 @@ macro_rules! options {
             "CARGO_BIN_EXE_tocsin-test-runner"
         )))
     };
+}
+
+/// A fresh, migrated database in the per-process test cluster, with the [`TENANT`] tenant
+/// (for tests of the store's state machines without the services).
+pub async fn fresh_store() -> anyhow::Result<Store> {
+    let pg = &shared_pg().cluster;
+    let database = format!("t_{}", uuid::Uuid::new_v4().simple());
+    pg.create_database(&database).await?;
+    let config = tocsin_core::config::PostgresConfig {
+        url: Secret::new(pg.url(&database)),
+        max_connections: 4,
+        ..Default::default()
+    };
+    let store = Store::connect(&config).await?;
+    store.migrate().await?;
+    store.ensure_tenant(TENANT, "Test tenant").await?;
+    Ok(store)
 }
 
 /// Path of the SDK checkout.

@@ -357,6 +357,94 @@ async fn live_answers_validate_against_the_served_openapi_document() {
         .await;
     assert_eq!(status, 400);
 
+    // Administration: keys, secrets, the audit log, and a 403 for a key below admin.
+    let (status, created) = c
+        .check(
+            Method::POST,
+            "/v1/keys",
+            "/v1/keys",
+            key,
+            Some(json!({"role": "viewer", "name": "openapi"})),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let viewer = created["key"].as_str().unwrap().to_owned();
+    let (status, _) = c
+        .check(Method::GET, "/v1/keys", "/v1/keys", key, None)
+        .await;
+    assert_eq!(status, 200);
+    let (status, _) = c
+        .check(Method::GET, "/v1/keys", "/v1/keys", Some(&viewer), None)
+        .await;
+    assert_eq!(status, 403);
+    let key_id = created["id"].as_str().unwrap();
+    let (status, _) = c
+        .check(
+            Method::DELETE,
+            "/v1/keys/{id}",
+            &format!("/v1/keys/{key_id}"),
+            key,
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (status, _) = c
+        .check(
+            Method::PUT,
+            "/v1/secrets/{name}",
+            "/v1/secrets/openapi_token",
+            key,
+            Some(json!({"value": "t0ken"})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (status, _) = c
+        .check(Method::GET, "/v1/secrets", "/v1/secrets", key, None)
+        .await;
+    assert_eq!(status, 200);
+    let (status, _) = c
+        .check(
+            Method::DELETE,
+            "/v1/secrets/{name}",
+            "/v1/secrets/openapi_token",
+            key,
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (status, _) = c
+        .check(Method::GET, "/v1/audit", "/v1/audit?limit=10", key, None)
+        .await;
+    assert_eq!(status, 200);
+
+    let (status, listed) = c
+        .check(Method::GET, "/v1/playbooks", "/v1/playbooks", key, None)
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(listed["items"].as_array().unwrap().len(), 2, "{listed:#}");
+    for verb in ["disable", "enable"] {
+        let (status, _) = c
+            .check(
+                Method::POST,
+                &format!("/v1/playbooks/{{name}}/{verb}"),
+                &format!("/v1/playbooks/by_hand/{verb}"),
+                key,
+                Some(json!({})),
+            )
+            .await;
+        assert_eq!(status, 200);
+    }
+    let (status, _) = c
+        .check(
+            Method::POST,
+            "/v1/playbooks/{name}/enable",
+            "/v1/playbooks/no_such_playbook/enable",
+            key,
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(status, 404);
+
     // Every documented operation was exercised at least once.
     let mut documented = BTreeSet::new();
     for (path, item) in c.doc["paths"].as_object().unwrap() {

@@ -17,7 +17,6 @@ mod python;
 use std::sync::Arc;
 
 use async_nats::jetstream::{self, consumer::pull};
-use futures::StreamExt;
 use tocsin_core::Shutdown;
 use tocsin_proto::subjects;
 use tokio::sync::Semaphore;
@@ -35,15 +34,6 @@ pub enum WorkerError {
     /// NATS connection or stream setup failed.
     #[error(transparent)]
     Nats(#[from] tocsin_core::nats::NatsSetupError),
-    /// The durable consumer could not be created or read.
-    #[error("failed to consume {stream}")]
-    Consumer {
-        /// Stream name.
-        stream: &'static str,
-        /// Cause.
-        #[source]
-        source: Box<dyn std::error::Error + Send + Sync>,
-    },
     /// The database could not be reached.
     #[error("failed to connect to postgres")]
     Store(#[from] tocsin_store::StoreError),
@@ -167,10 +157,6 @@ async fn consume(
     hand_back: &CancellationToken,
 ) -> Result<(), WorkerError> {
     let section = &config.worker;
-    let consumer_err = |e: Box<dyn std::error::Error + Send + Sync>| WorkerError::Consumer {
-        stream: subjects::RUNS_STREAM,
-        source: e,
-    };
     let capacity = section.runners * section.runs_per_runner;
     // Makes sure the RUNS stream and this pool's durable consumer exist (a restarted server
     // may have lost them) and opens a pull stream on it.
@@ -200,10 +186,9 @@ async fn consume(
             .heartbeat(std::time::Duration::from_secs(3))
             .messages()
             .await?;
-        Ok::<_, Box<dyn std::error::Error + Send + Sync>>(messages)
+        Ok::<_, tocsin_core::nats::BoxError>(messages)
     };
-    let mut messages = open().await.map_err(consumer_err)?;
-    let mut consecutive_errors = 0u32;
+    let mut messages = tocsin_core::nats::DurablePull::new("worker", open);
     let limit = Arc::new(Semaphore::new(capacity));
     let tasks = shutdown.child();
     tracing::info!(capacity, runners = section.runners, "worker consuming runs");
@@ -215,51 +200,14 @@ async fn consume(
                 Err(_) => break,
             },
         };
-        let message = tokio::select! {
-            () = shutdown.cancelled() => break,
-            next = messages.next() => next,
+        let Some(message) = messages.next(shutdown).await else {
+            break;
         };
-        match message {
-            Some(Ok(message)) => {
-                consecutive_errors = 0;
-                let exec = exec.clone();
-                tasks.spawn("run", async move {
-                    execute::handle_message(&exec, message).await;
-                    drop(permit);
-                });
-            }
-            Some(Err(error)) => {
-                // Several errors in a row mean the consumer is gone (server restarted).
-                consecutive_errors += 1;
-                tracing::warn!(%error, consecutive_errors, "run consumer error");
-                if consecutive_errors >= 3 {
-                    consecutive_errors = 0;
-                    match open().await {
-                        Ok(stream) => messages = stream,
-                        Err(error) => tracing::warn!(%error, "failed to reopen the run consumer"),
-                    }
-                }
-            }
-            None => {
-                // The pull stream can end after a long disconnection: open a new one.
-                tracing::warn!("run consumer stream ended; reopening");
-                loop {
-                    match open().await {
-                        Ok(stream) => {
-                            messages = stream;
-                            break;
-                        }
-                        Err(error) => {
-                            tracing::warn!(%error, "failed to reopen the run stream; retrying");
-                            tokio::select! {
-                                () = shutdown.cancelled() => break,
-                                () = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
-                            }
-                        }
-                    }
-                }
-            }
-        }
+        let exec = exec.clone();
+        tasks.spawn("run", async move {
+            execute::handle_message(&exec, message).await;
+            drop(permit);
+        });
     }
     // Stop pulling: dropping the stream stops fetching. Messages buffered but not handed
     // out are redelivered after ack_wait.

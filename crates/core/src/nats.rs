@@ -138,3 +138,80 @@ pub async fn ensure_streams_with_retry(
         }
     }
 }
+
+/// Any error of opening a consumer.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The messages of a durable pull consumer, surviving broker restarts and an unreachable
+/// broker at start: the pull stream is opened on first use and reopened (with the stream and
+/// consumer created again, as a restarted server may have lost them) after it ends or fails
+/// three times in a row; failed opens are retried every second until shutdown. A service
+/// therefore never stops because NATS was briefly away — it logs and waits.
+pub struct DurablePull<F> {
+    open: F,
+    what: &'static str,
+    messages: Option<jetstream::consumer::pull::Stream>,
+    consecutive_errors: u32,
+}
+
+impl<F, Fut> DurablePull<F>
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Result<jetstream::consumer::pull::Stream, BoxError>>,
+{
+    /// `open` creates the consumer and its pull stream; `what` names it in logs.
+    pub fn new(what: &'static str, open: F) -> Self {
+        Self {
+            open,
+            what,
+            messages: None,
+            consecutive_errors: 0,
+        }
+    }
+
+    /// The next message, or `None` once `shutdown` is cancelled.
+    pub async fn next(&mut self, shutdown: &crate::Shutdown) -> Option<jetstream::Message> {
+        use futures::StreamExt;
+        loop {
+            let messages = match self.messages.as_mut() {
+                Some(m) => m,
+                None => match (self.open)().await {
+                    Ok(stream) => {
+                        self.consecutive_errors = 0;
+                        self.messages.insert(stream)
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, consumer = self.what, "failed to open the consumer; retrying in 1 s");
+                        tokio::select! {
+                            () = shutdown.cancelled() => return None,
+                            () = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                        }
+                    }
+                },
+            };
+            let next = tokio::select! {
+                () = shutdown.cancelled() => return None,
+                next = messages.next() => next,
+            };
+            match next {
+                Some(Ok(message)) => {
+                    self.consecutive_errors = 0;
+                    return Some(message);
+                }
+                Some(Err(error)) => {
+                    // Missed heartbeats and the like are transient and the stream goes on;
+                    // several in a row mean the consumer is gone (server restarted).
+                    self.consecutive_errors += 1;
+                    tracing::warn!(%error, consumer = self.what, consecutive_errors = self.consecutive_errors, "consumer error");
+                    if self.consecutive_errors >= 3 {
+                        self.messages = None;
+                    }
+                }
+                None => {
+                    tracing::warn!(consumer = self.what, "consumer stream ended; reopening");
+                    self.messages = None;
+                }
+            }
+        }
+    }
+}

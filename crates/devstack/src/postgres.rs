@@ -21,6 +21,11 @@ pub struct PgCluster {
     data_dir: PathBuf,
     port: u16,
     password: String,
+    /// How it was started, for [`PgCluster::restart`].
+    program: PathBuf,
+    args: Vec<String>,
+    log: PathBuf,
+    owner: Option<(u32, u32)>,
 }
 
 impl PgCluster {
@@ -80,19 +85,41 @@ impl PgCluster {
             // The supervisor runs as postgres and must be able to append to the log.
             touch_owned(&log, uid, gid)?;
         }
-        let process =
-            Supervised::spawn(&bindir.join("postgres"), &args, "INT", &log, owner).await?;
+        let program = bindir.join("postgres");
+        let process = Supervised::spawn(&program, &args, "INT", &log, owner).await?;
         let mut cluster = Self {
             process,
             data_dir,
             port,
             password,
+            program,
+            args,
+            log,
+            owner,
         };
-        cluster.wait_ready(&log).await?;
+        cluster.wait_ready().await?;
         Ok(cluster)
     }
 
-    async fn wait_ready(&mut self, log: &Path) -> Result<(), DevStackError> {
+    /// Stops it with an immediate shutdown (SIGQUIT: no checkpoint, crash recovery at the
+    /// next start), as an outage would; every connection is cut.
+    pub async fn stop_immediate(&mut self) {
+        self.process
+            .signal_and_wait("QUIT", Duration::from_secs(20))
+            .await;
+    }
+
+    /// Starts it again on the same port and data (after [`PgCluster::stop`] or
+    /// [`PgCluster::stop_immediate`]).
+    pub async fn restart(&mut self) -> Result<(), DevStackError> {
+        remove_stale_pid_file(&self.data_dir);
+        self.process =
+            Supervised::spawn(&self.program, &self.args, "INT", &self.log, self.owner).await?;
+        self.wait_ready().await
+    }
+
+    async fn wait_ready(&mut self) -> Result<(), DevStackError> {
+        let log = self.log.clone();
         let deadline = Duration::from_secs(30);
         let start = tokio::time::Instant::now();
         while start.elapsed() < deadline {

@@ -107,6 +107,22 @@ impl Supervised {
         }
     }
 
+    /// Sends `signal` (a name such as `QUIT`) to the server and waits up to `grace` for it
+    /// to exit; kills it after that.
+    pub(crate) async fn signal_and_wait(&mut self, signal: &str, grace: Duration) {
+        let _ = Command::new("kill")
+            .args(["-s", signal, &self.pid.to_string()])
+            .status()
+            .await;
+        if tokio::time::timeout(grace, self.child.wait())
+            .await
+            .is_err()
+        {
+            self.kill().await;
+        }
+        drop(self.stdin.take());
+    }
+
     /// Kills the server at once (SIGKILL), as a crash would.
     pub(crate) async fn kill(&mut self) {
         let _ = Command::new("kill")

@@ -92,6 +92,35 @@ pub struct ScheduledPlaybook {
     pub trigger: String,
 }
 
+/// The channel NOTIFYed (payload: the tenant id) when a tenant's deployed playbooks or their
+/// switches change; schedulers drop their cached copy.
+pub const PLAYBOOKS_CHANNEL: &str = "tocsin_playbooks";
+
+async fn notify_playbooks_changed(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    tenant: &str,
+) -> Result<(), StoreError> {
+    // Delivered at commit, and only if the transaction commits.
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(PLAYBOOKS_CHANNEL)
+        .bind(tenant)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// A deployment: which bundle is live for a tenant, since when and by whom.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct Deployment {
+    /// Content hash of the live bundle.
+    pub bundle_hash: String,
+    /// Who deployed it.
+    pub deployed_by: String,
+    /// When.
+    #[serde(with = "time::serde::rfc3339")]
+    pub deployed_at: time::OffsetDateTime,
+}
+
 /// The active bundle of a tenant and its playbooks.
 #[derive(Debug, Clone)]
 pub struct ActiveBundle {
@@ -157,15 +186,86 @@ impl Store {
         hash: &str,
         by: &str,
     ) -> Result<(), StoreError> {
+        let mut tx = self.pool().begin().await?;
         sqlx::query(
             "INSERT INTO deployments (tenant_id, bundle_hash, deployed_by) VALUES ($1, $2, $3)",
         )
         .bind(tenant)
         .bind(hash)
         .bind(by)
-        .execute(self.pool())
+        .execute(&mut *tx)
         .await?;
+        notify_playbooks_changed(&mut tx, tenant).await?;
+        tx.commit().await?;
         Ok(())
+    }
+
+    /// The tenant's active deployment and its playbooks (with their effective `enabled`),
+    /// or `None` before the first deploy.
+    pub async fn deployed_playbooks(
+        &self,
+        tenant: &str,
+    ) -> Result<Option<(Deployment, Vec<PlaybookMeta>)>, StoreError> {
+        let deployment = sqlx::query_as::<_, Deployment>(
+            "SELECT bundle_hash, deployed_by, deployed_at FROM deployments
+             WHERE tenant_id = $1 ORDER BY id DESC LIMIT 1",
+        )
+        .bind(tenant)
+        .fetch_optional(self.pool())
+        .await?;
+        let Some(deployment) = deployment else {
+            return Ok(None);
+        };
+        let bundle = self.active_bundle(tenant).await?;
+        // A deploy between the two reads: answer with the playbooks of the newer bundle.
+        let (deployment, playbooks) = match bundle {
+            Some(b) if b.hash == deployment.bundle_hash => (deployment, b.playbooks),
+            Some(b) => (
+                Deployment {
+                    bundle_hash: b.hash,
+                    ..deployment
+                },
+                b.playbooks,
+            ),
+            None => return Ok(None),
+        };
+        Ok(Some((deployment, playbooks)))
+    }
+
+    /// Enables or disables the tenant's playbook `name` for new alerts and schedules, on
+    /// every node at once (schedulers listen on [`PLAYBOOKS_CHANNEL`]); the switch outlives
+    /// later deployments. The playbook must exist in the active bundle. Returns it as it
+    /// is now, with the previous effective state.
+    pub async fn set_playbook_enabled(
+        &self,
+        tenant: &str,
+        name: &str,
+        enabled: bool,
+        by: &str,
+    ) -> Result<(PlaybookMeta, bool), StoreError> {
+        let Some(bundle) = self.active_bundle(tenant).await? else {
+            return Err(StoreError::NotFound { entity: "playbook" });
+        };
+        let Some(before) = bundle.playbooks.into_iter().find(|p| p.name == name) else {
+            return Err(StoreError::NotFound { entity: "playbook" });
+        };
+        let mut tx = self.pool().begin().await?;
+        sqlx::query(
+            "INSERT INTO playbook_switches (tenant_id, name, enabled, changed_by)
+             VALUES ($1, $2, $3, $4)
+             ON CONFLICT (tenant_id, name)
+             DO UPDATE SET enabled = $3, changed_by = $4, changed_at = now()",
+        )
+        .bind(tenant)
+        .bind(name)
+        .bind(enabled)
+        .bind(by)
+        .execute(&mut *tx)
+        .await?;
+        notify_playbooks_changed(&mut tx, tenant).await?;
+        tx.commit().await?;
+        let was = before.enabled;
+        Ok((PlaybookMeta { enabled, ..before }, was))
     }
 
     /// The tenant's active bundle, if any was deployed.
@@ -180,9 +280,11 @@ impl Store {
             return Ok(None);
         };
         let playbooks = sqlx::query_as::<_, PlaybookMeta>(
-            "SELECT name, module, function, trigger, when_cond, priority, timeout_ms, file, line,
-                    enabled, tenants
-             FROM playbooks WHERE tenant_id = $1 AND bundle_hash = $2 ORDER BY name",
+            "SELECT p.name, p.module, p.function, p.trigger, p.when_cond, p.priority, p.timeout_ms,
+                    p.file, p.line, COALESCE(s.enabled, p.enabled) AS enabled, p.tenants
+             FROM playbooks p
+             LEFT JOIN playbook_switches s ON s.tenant_id = p.tenant_id AND s.name = p.name
+             WHERE p.tenant_id = $1 AND p.bundle_hash = $2 ORDER BY p.name",
         )
         .bind(tenant)
         .bind(&hash)
@@ -199,9 +301,11 @@ impl Store {
         name: &str,
     ) -> Result<PlaybookMeta, StoreError> {
         sqlx::query_as::<_, PlaybookMeta>(
-            "SELECT name, module, function, trigger, when_cond, priority, timeout_ms, file, line,
-                    enabled, tenants
-             FROM playbooks WHERE tenant_id = $1 AND bundle_hash = $2 AND name = $3",
+            "SELECT p.name, p.module, p.function, p.trigger, p.when_cond, p.priority, p.timeout_ms,
+                    p.file, p.line, COALESCE(s.enabled, p.enabled) AS enabled, p.tenants
+             FROM playbooks p
+             LEFT JOIN playbook_switches s ON s.tenant_id = p.tenant_id AND s.name = p.name
+             WHERE p.tenant_id = $1 AND p.bundle_hash = $2 AND p.name = $3",
         )
         .bind(tenant)
         .bind(hash)
@@ -218,7 +322,8 @@ impl Store {
              FROM playbooks p
              JOIN LATERAL (SELECT bundle_hash FROM deployments d WHERE d.tenant_id = p.tenant_id
                            ORDER BY d.id DESC LIMIT 1) active ON active.bundle_hash = p.bundle_hash
-             WHERE p.trigger LIKE 'schedule:%' AND p.enabled",
+             LEFT JOIN playbook_switches s ON s.tenant_id = p.tenant_id AND s.name = p.name
+             WHERE p.trigger LIKE 'schedule:%' AND COALESCE(s.enabled, p.enabled)",
         )
         .fetch_all(self.pool())
         .await?)

@@ -34,6 +34,9 @@ pub enum StoreError {
         /// Which value.
         what: &'static str,
     },
+    /// The request breaks a rule the store enforces (the message says which).
+    #[error("{0}")]
+    Invalid(String),
     /// Migrations failed.
     #[error("migration failed")]
     Migrate(#[source] Box<sqlx::migrate::MigrateError>),
@@ -82,6 +85,7 @@ impl StoreError {
             StoreError::MissingReference { .. }
             | StoreError::NotFound { .. }
             | StoreError::Corrupt { .. }
+            | StoreError::Invalid(_)
             | StoreError::Migrate(_)
             | StoreError::Database(_) => ErrorClass::Permanent,
         }

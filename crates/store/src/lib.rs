@@ -6,6 +6,7 @@
 
 pub mod alerts;
 pub mod approvals;
+pub mod audit;
 pub mod bundles;
 pub mod cases;
 pub mod dispatch;

@@ -484,8 +484,9 @@ impl Store {
         input: Option<&serde_json::Value>,
     ) -> Result<Uuid, StoreError> {
         let mut tx = self.pool().begin().await?;
-        let found: Option<(String, String)> = sqlx::query_as(
-            "SELECT p.bundle_hash, p.priority FROM playbooks p
+        let found: Option<(String, String, bool)> = sqlx::query_as(
+            "SELECT p.bundle_hash, p.priority, COALESCE(s.enabled, p.enabled) FROM playbooks p
+             LEFT JOIN playbook_switches s ON s.tenant_id = p.tenant_id AND s.name = p.name
              WHERE p.tenant_id = $1 AND p.name = $2 AND p.bundle_hash = (
                 SELECT bundle_hash FROM deployments WHERE tenant_id = $1 ORDER BY id DESC LIMIT 1)",
         )
@@ -493,7 +494,13 @@ impl Store {
         .bind(playbook)
         .fetch_optional(&mut *tx)
         .await?;
-        let (bundle_hash, priority) = found.ok_or(StoreError::NotFound { entity: "playbook" })?;
+        let (bundle_hash, priority, enabled) =
+            found.ok_or(StoreError::NotFound { entity: "playbook" })?;
+        if !enabled {
+            return Err(StoreError::Invalid(format!(
+                "playbook {playbook} is disabled; enable it first"
+            )));
+        }
         let case_id: Option<Uuid> = match alert_id {
             Some(alert_id) => Some(
                 sqlx::query_scalar::<_, Option<Uuid>>(

@@ -121,6 +121,19 @@ impl MasterKey {
     }
 }
 
+/// A secret as listings show it.
+#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
+pub struct SecretInfo {
+    /// Name (`run.secrets["name"]`).
+    pub name: String,
+    /// Created.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: time::OffsetDateTime,
+    /// Last replaced.
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: time::OffsetDateTime,
+}
+
 /// Whether `name` is a valid secret name.
 pub fn is_valid_secret_name(name: &str) -> bool {
     let mut chars = name.chars();
@@ -175,6 +188,16 @@ impl Store {
                 .fetch_all(self.pool())
                 .await?,
         )
+    }
+
+    /// The tenant's secrets as listings show them: names and timestamps, never values.
+    pub async fn secret_list(&self, tenant: &str) -> Result<Vec<SecretInfo>, SecretError> {
+        Ok(sqlx::query_as(
+            "SELECT name, created_at, updated_at FROM secrets WHERE tenant_id = $1 ORDER BY name",
+        )
+        .bind(tenant)
+        .fetch_all(self.pool())
+        .await?)
     }
 
     /// Every secret of the tenant, decrypted (handed to the tenant's runs).

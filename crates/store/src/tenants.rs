@@ -1,6 +1,21 @@
 //! Tenants.
 
+use serde::Serialize;
+use time::OffsetDateTime;
+
 use crate::{Store, StoreError};
+
+/// A tenant as listings show it.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct Tenant {
+    /// Tenant id.
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// Created.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
 
 impl Store {
     /// Creates the tenant if it does not exist (idempotent); returns whether it was created.
@@ -14,5 +29,25 @@ impl Store {
         .await?
         .rows_affected();
         Ok(created == 1)
+    }
+
+    /// Whether tenant `id` exists.
+    pub async fn tenant_exists(&self, id: &str) -> Result<bool, StoreError> {
+        Ok(
+            sqlx::query_scalar::<_, i32>("SELECT 1 FROM tenants WHERE id = $1")
+                .bind(id)
+                .fetch_optional(self.pool())
+                .await?
+                .is_some(),
+        )
+    }
+
+    /// Every tenant, by id.
+    pub async fn list_tenants(&self) -> Result<Vec<Tenant>, StoreError> {
+        Ok(
+            sqlx::query_as("SELECT id, name, created_at FROM tenants ORDER BY id")
+                .fetch_all(self.pool())
+                .await?,
+        )
     }
 }
