@@ -102,13 +102,15 @@ async fn disabling_a_playbook_applies_to_the_next_alert_and_outlives_a_redeploy(
     let dir = stack.dir.path().join("v2");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("pb.py"), format!("{PLAYBOOKS}\n# v2\n")).unwrap();
-    let mut worker = tocsin_worker::WorkerSection::default();
-    worker.sdk_path = Some(tocsin_tests::sdk_path());
-    worker.runner_program = Some(std::path::PathBuf::from(env!(
-        "CARGO_BIN_EXE_tocsin-test-runner"
-    )));
-    worker.runner_args = Vec::new();
-    worker.bundle_dir = stack.dir.path().join("bundles");
+    let worker = tocsin_worker::WorkerSection {
+        sdk_path: Some(tocsin_tests::sdk_path()),
+        runner_program: Some(std::path::PathBuf::from(env!(
+            "CARGO_BIN_EXE_tocsin-test-runner"
+        ))),
+        runner_args: Vec::new(),
+        bundle_dir: stack.dir.path().join("bundles"),
+        ..Default::default()
+    };
     let deployed = tocsin_stack::stack::deploy_playbooks(&stack.store, &worker, TENANT, &dir, "v2")
         .await
         .unwrap();
