@@ -174,6 +174,10 @@ pub struct TestStack {
     pub nats: NatsServer,
     /// Direct database access for assertions.
     pub store: Store,
+    /// URL of the test's database (connecting as the cluster's superuser, the tables' owner).
+    pub database_url: String,
+    /// The stack's configuration (worker settings for deploying more bundles).
+    pub config: StackConfig,
     /// `http://<ingest>`.
     pub ingest_url: String,
     /// `http://<api>`.
@@ -251,6 +255,8 @@ impl TestStack {
         let shutdown = Shutdown::new();
         let stack = Stack::start(&config, &shutdown).await?;
         Ok(Self {
+            database_url: config.postgres.url.expose().to_owned(),
+            config: config.clone(),
             ingest_url: format!("http://{}", stack.ingest_addr),
             api_url: format!("http://{}", stack.api_addr),
             stack: Some(stack),

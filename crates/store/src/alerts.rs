@@ -119,7 +119,7 @@ impl Store {
         alert: &NewAlert,
         runs: &[NewRun],
     ) -> Result<AlertOutcome, StoreError> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin(crate::Scope::Tenant(&alert.tenant)).await?;
         let seen: Option<i32> =
             sqlx::query_scalar("SELECT 1 FROM alert_receipts WHERE receipt_id = $1")
                 .bind(alert.receipt_id)
@@ -237,6 +237,7 @@ impl Store {
         after: Option<Cursor>,
         limit: i64,
     ) -> Result<Page<AlertSummary>, StoreError> {
+        let mut tx = self.begin(crate::Scope::Tenant(tenant)).await?;
         let limit = clamp_limit(limit);
         let (at, id) = binds(after);
         let rows: Vec<AlertSummary> = sqlx::query_as(
@@ -259,13 +260,14 @@ impl Store {
         .bind(at)
         .bind(id)
         .bind(limit + 1)
-        .fetch_all(self.pool())
+        .fetch_all(&mut *tx)
         .await?;
         Ok(Page::from_rows(rows, limit))
     }
 
     /// One alert of `tenant` with its case and runs.
     pub async fn alert_view(&self, tenant: &str, id: Uuid) -> Result<AlertView, StoreError> {
+        let mut tx = self.begin(crate::Scope::Tenant(tenant)).await?;
         let mut alert: AlertView = sqlx::query_as(
             "SELECT id, tenant_id, source, source_ref, title, description, severity, occurred_at,
                     received_at, observables, tags, raw, case_id, duplicate_count, last_seen_at
@@ -273,7 +275,7 @@ impl Store {
         )
         .bind(tenant)
         .bind(id)
-        .fetch_optional(self.pool())
+        .fetch_optional(&mut *tx)
         .await?
         .ok_or(StoreError::NotFound { entity: "alert" })?;
         alert.runs = sqlx::query_as(
@@ -282,7 +284,7 @@ impl Store {
         )
         .bind(tenant)
         .bind(id)
-        .fetch_all(self.pool())
+        .fetch_all(&mut *tx)
         .await?;
         Ok(alert)
     }

@@ -74,6 +74,7 @@ impl Store {
         status: Option<&str>,
         limit: i64,
     ) -> Result<Vec<ApprovalView>, StoreError> {
+        let mut tx = self.begin(crate::Scope::Tenant(tenant)).await?;
         Ok(sqlx::query_as(&format!(
             "SELECT {COLUMNS} FROM approvals
              WHERE tenant_id = $1 AND ($2::text IS NULL OR status = $2)
@@ -82,7 +83,7 @@ impl Store {
         .bind(tenant)
         .bind(status)
         .bind(limit)
-        .fetch_all(self.pool())
+        .fetch_all(&mut *tx)
         .await?)
     }
 
@@ -95,7 +96,7 @@ impl Store {
         decided_by: &str,
         comment: Option<&str>,
     ) -> Result<ApprovalView, DecideError> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin(crate::Scope::Tenant(tenant)).await?;
         let current: Option<(String, Uuid)> = sqlx::query_as(
             "SELECT status, run_id FROM approvals WHERE id = $1 AND tenant_id = $2 FOR UPDATE",
         )

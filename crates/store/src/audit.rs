@@ -48,6 +48,7 @@ pub struct AuditRecord {
 impl Store {
     /// Appends an entry to the audit log.
     pub async fn audit(&self, entry: &AuditEntry<'_>) -> Result<(), StoreError> {
+        let mut tx = self.begin(crate::Scope::from(entry.tenant)).await?;
         sqlx::query(
             "INSERT INTO audit_log (tenant_id, actor, action, target, before, after)
              VALUES ($1, $2, $3, $4, $5, $6)",
@@ -58,8 +59,9 @@ impl Store {
         .bind(entry.target)
         .bind(entry.before.map(sqlx::types::Json))
         .bind(entry.after.map(sqlx::types::Json))
-        .execute(self.pool())
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -70,6 +72,7 @@ impl Store {
         before: Option<i64>,
         limit: i64,
     ) -> Result<Vec<AuditRecord>, StoreError> {
+        let mut tx = self.begin(crate::Scope::Tenant(tenant)).await?;
         Ok(sqlx::query_as(
             "SELECT id, at, actor, action, target, before, after FROM audit_log
              WHERE tenant_id = $1 AND ($2::bigint IS NULL OR id < $2)
@@ -78,7 +81,7 @@ impl Store {
         .bind(tenant)
         .bind(before)
         .bind(clamp_limit(limit))
-        .fetch_all(self.pool())
+        .fetch_all(&mut *tx)
         .await?)
     }
 }

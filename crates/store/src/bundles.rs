@@ -140,7 +140,7 @@ impl Store {
         files: &BTreeMap<String, String>,
         playbooks: &[PlaybookMeta],
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin(crate::Scope::Tenant(tenant)).await?;
         let inserted = sqlx::query(
             "INSERT INTO bundles (tenant_id, hash, files) VALUES ($1, $2, $3)
              ON CONFLICT (tenant_id, hash) DO NOTHING",
@@ -186,7 +186,7 @@ impl Store {
         hash: &str,
         by: &str,
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin(crate::Scope::Tenant(tenant)).await?;
         sqlx::query(
             "INSERT INTO deployments (tenant_id, bundle_hash, deployed_by) VALUES ($1, $2, $3)",
         )
@@ -206,13 +206,15 @@ impl Store {
         &self,
         tenant: &str,
     ) -> Result<Option<(Deployment, Vec<PlaybookMeta>)>, StoreError> {
+        let mut tx = self.begin(crate::Scope::Tenant(tenant)).await?;
         let deployment = sqlx::query_as::<_, Deployment>(
             "SELECT bundle_hash, deployed_by, deployed_at FROM deployments
              WHERE tenant_id = $1 ORDER BY id DESC LIMIT 1",
         )
         .bind(tenant)
-        .fetch_optional(self.pool())
+        .fetch_optional(&mut *tx)
         .await?;
+        tx.commit().await?;
         let Some(deployment) = deployment else {
             return Ok(None);
         };
@@ -249,7 +251,7 @@ impl Store {
         let Some(before) = bundle.playbooks.into_iter().find(|p| p.name == name) else {
             return Err(StoreError::NotFound { entity: "playbook" });
         };
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin(crate::Scope::Tenant(tenant)).await?;
         sqlx::query(
             "INSERT INTO playbook_switches (tenant_id, name, enabled, changed_by)
              VALUES ($1, $2, $3, $4)
@@ -270,11 +272,12 @@ impl Store {
 
     /// The tenant's active bundle, if any was deployed.
     pub async fn active_bundle(&self, tenant: &str) -> Result<Option<ActiveBundle>, StoreError> {
+        let mut tx = self.begin(crate::Scope::Tenant(tenant)).await?;
         let hash: Option<String> = sqlx::query_scalar(
             "SELECT bundle_hash FROM deployments WHERE tenant_id = $1 ORDER BY id DESC LIMIT 1",
         )
         .bind(tenant)
-        .fetch_optional(self.pool())
+        .fetch_optional(&mut *tx)
         .await?;
         let Some(hash) = hash else {
             return Ok(None);
@@ -288,7 +291,7 @@ impl Store {
         )
         .bind(tenant)
         .bind(&hash)
-        .fetch_all(self.pool())
+        .fetch_all(&mut *tx)
         .await?;
         Ok(Some(ActiveBundle { hash, playbooks }))
     }
@@ -300,6 +303,7 @@ impl Store {
         hash: &str,
         name: &str,
     ) -> Result<PlaybookMeta, StoreError> {
+        let mut tx = self.begin(crate::Scope::Tenant(tenant)).await?;
         sqlx::query_as::<_, PlaybookMeta>(
             "SELECT p.name, p.module, p.function, p.trigger, p.when_cond, p.priority, p.timeout_ms,
                     p.file, p.line, COALESCE(s.enabled, p.enabled) AS enabled, p.tenants
@@ -310,13 +314,14 @@ impl Store {
         .bind(tenant)
         .bind(hash)
         .bind(name)
-        .fetch_optional(self.pool())
+        .fetch_optional(&mut *tx)
         .await?
         .ok_or(StoreError::NotFound { entity: "playbook" })
     }
 
     /// Every tenant's active, enabled playbooks with a `schedule:` trigger.
     pub async fn scheduled_playbooks(&self) -> Result<Vec<ScheduledPlaybook>, StoreError> {
+        let mut tx = self.begin(crate::Scope::System).await?;
         Ok(sqlx::query_as(
             "SELECT p.tenant_id, p.bundle_hash, p.name, p.priority, p.trigger
              FROM playbooks p
@@ -325,7 +330,7 @@ impl Store {
              LEFT JOIN playbook_switches s ON s.tenant_id = p.tenant_id AND s.name = p.name
              WHERE p.trigger LIKE 'schedule:%' AND COALESCE(s.enabled, p.enabled)",
         )
-        .fetch_all(self.pool())
+        .fetch_all(&mut *tx)
         .await?)
     }
 
@@ -340,6 +345,7 @@ impl Store {
         priority: &str,
         minute: time::OffsetDateTime,
     ) -> Result<bool, StoreError> {
+        let mut tx = self.begin(crate::Scope::Tenant(tenant)).await?;
         let key = format!("schedule:{tenant}:{playbook}:{}", minute.unix_timestamp());
         let id = uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, key.as_bytes());
         let n = sqlx::query(
@@ -355,9 +361,10 @@ impl Store {
         .bind(Json(
             serde_json::json!({ "scheduled_for": minute.unix_timestamp() }),
         ))
-        .execute(self.pool())
+        .execute(&mut *tx)
         .await?
         .rows_affected();
+        tx.commit().await?;
         Ok(n == 1)
     }
 
@@ -367,11 +374,12 @@ impl Store {
         tenant: &str,
         hash: &str,
     ) -> Result<BTreeMap<String, String>, StoreError> {
+        let mut tx = self.begin(crate::Scope::Tenant(tenant)).await?;
         let files: Option<Json<BTreeMap<String, String>>> =
             sqlx::query_scalar("SELECT files FROM bundles WHERE tenant_id = $1 AND hash = $2")
                 .bind(tenant)
                 .bind(hash)
-                .fetch_optional(self.pool())
+                .fetch_optional(&mut *tx)
                 .await?;
         files
             .map(|Json(f)| f)

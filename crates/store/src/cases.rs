@@ -379,6 +379,7 @@ impl Store {
         after: Option<Cursor>,
         limit: i64,
     ) -> Result<Page<CaseSummary>, StoreError> {
+        let mut tx = self.begin(crate::Scope::Tenant(tenant)).await?;
         let limit = clamp_limit(limit);
         let (at, id) = binds(after);
         let rows: Vec<CaseSummary> = sqlx::query_as(&format!(
@@ -403,18 +404,19 @@ impl Store {
         .bind(at)
         .bind(id)
         .bind(limit + 1)
-        .fetch_all(self.pool())
+        .fetch_all(&mut *tx)
         .await?;
         Ok(Page::from_rows(rows, limit))
     }
 
     async fn case_summary(&self, tenant: &str, id: Uuid) -> Result<CaseSummary, StoreError> {
+        let mut tx = self.begin(crate::Scope::Tenant(tenant)).await?;
         sqlx::query_as(&format!(
             "SELECT {CASE_COLUMNS} FROM cases WHERE tenant_id = $1 AND id = $2"
         ))
         .bind(tenant)
         .bind(id)
-        .fetch_optional(self.pool())
+        .fetch_optional(&mut *tx)
         .await?
         .ok_or(StoreError::NotFound { entity: "case" })
     }
@@ -422,6 +424,7 @@ impl Store {
     /// One case of `tenant` with its alerts, observables and runs.
     pub async fn case_detail(&self, tenant: &str, id: Uuid) -> Result<CaseDetail, StoreError> {
         let case = self.case_summary(tenant, id).await?;
+        let mut tx = self.begin(crate::Scope::Tenant(tenant)).await?;
         let alerts: Vec<CaseAlert> = sqlx::query_as(
             "SELECT a.id, a.source, a.source_ref, a.title, a.severity, a.received_at,
                     a.duplicate_count
@@ -431,7 +434,7 @@ impl Store {
         )
         .bind(tenant)
         .bind(id)
-        .fetch_all(self.pool())
+        .fetch_all(&mut *tx)
         .await?;
         let observables: Vec<CaseObservable> = sqlx::query_as(
             "SELECT o.id, o.type, o.value, o.first_seen, o.last_seen,
@@ -444,7 +447,7 @@ impl Store {
         )
         .bind(tenant)
         .bind(id)
-        .fetch_all(self.pool())
+        .fetch_all(&mut *tx)
         .await?;
         let runs: Vec<RunSummary> = sqlx::query_as(
             "SELECT id, playbook, status, queued_at, started_at, finished_at
@@ -453,7 +456,7 @@ impl Store {
         )
         .bind(tenant)
         .bind(id)
-        .fetch_all(self.pool())
+        .fetch_all(&mut *tx)
         .await?;
         Ok(CaseDetail {
             case,
@@ -483,7 +486,7 @@ impl Store {
             }
             other => other.clone(),
         };
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin(crate::Scope::Tenant(tenant)).await?;
         let current: Editable = sqlx::query_as(
             "SELECT status, severity, determination, assignee, tags, version FROM cases
              WHERE tenant_id = $1 AND id = $2 FOR NO KEY UPDATE",
@@ -600,7 +603,8 @@ impl Store {
         text: &str,
         actor: &str,
     ) -> Result<CaseEvent, StoreError> {
-        sqlx::query_as(
+        let mut tx = self.begin(crate::Scope::Tenant(tenant)).await?;
+        let event: CaseEvent = sqlx::query_as(
             "INSERT INTO case_events (tenant_id, case_id, kind, actor, data)
              SELECT $1, id, 'comment', $3, $4 FROM cases WHERE tenant_id = $1 AND id = $2
              RETURNING id, kind, actor, data, created_at",
@@ -609,9 +613,11 @@ impl Store {
         .bind(id)
         .bind(actor)
         .bind(Json(json!({ "text": text })))
-        .fetch_optional(self.pool())
+        .fetch_optional(&mut *tx)
         .await?
-        .ok_or(StoreError::NotFound { entity: "case" })
+        .ok_or(StoreError::NotFound { entity: "case" })?;
+        tx.commit().await?;
+        Ok(event)
     }
 
     /// A case's timeline, oldest first, from after event `after`.
@@ -622,12 +628,13 @@ impl Store {
         after: Option<i64>,
         limit: i64,
     ) -> Result<TimelinePage, StoreError> {
+        let mut tx = self.begin(crate::Scope::Tenant(tenant)).await?;
         let limit = clamp_limit(limit);
         let exists: Option<i32> =
             sqlx::query_scalar("SELECT 1 FROM cases WHERE tenant_id = $1 AND id = $2")
                 .bind(tenant)
                 .bind(id)
-                .fetch_optional(self.pool())
+                .fetch_optional(&mut *tx)
                 .await?;
         if exists.is_none() {
             return Err(StoreError::NotFound { entity: "case" });
@@ -641,7 +648,7 @@ impl Store {
         .bind(id)
         .bind(after)
         .bind(limit + 1)
-        .fetch_all(self.pool())
+        .fetch_all(&mut *tx)
         .await?;
         let next_after = if events.len() > usize::try_from(limit).unwrap_or(0) {
             events.truncate(usize::try_from(limit).unwrap_or(0));

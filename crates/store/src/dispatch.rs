@@ -34,7 +34,7 @@ impl Store {
         stale_dispatch: Duration,
         lease_grace: Duration,
     ) -> Result<Woken, StoreError> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin(crate::Scope::System).await?;
         let approvals_expired = sqlx::query(
             "UPDATE approvals SET status = 'timed_out', decided_at = now()
              WHERE status = 'pending' AND expires_at <= now()",
@@ -85,7 +85,8 @@ impl Store {
     /// dispatch generation). The caller publishes them, and returns the ones it could not
     /// publish with [`Store::return_to_outbox`].
     pub async fn take_outbox(&self, limit: i64) -> Result<Vec<QueuedRun>, StoreError> {
-        Ok(sqlx::query_as(
+        let mut tx = self.begin(crate::Scope::System).await?;
+        let runs = sqlx::query_as(
             "UPDATE runs SET dispatched_at = now(), dispatch = dispatch + 1
              WHERE id IN (
                 SELECT id FROM runs WHERE status = 'queued' AND dispatched_at IS NULL
@@ -93,18 +94,22 @@ impl Store {
              RETURNING id, tenant_id, alert_id, playbook, bundle_hash, priority, dispatch",
         )
         .bind(limit)
-        .fetch_all(self.pool())
-        .await?)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(runs)
     }
 
     /// Puts runs whose publish failed back into the outbox.
     pub async fn return_to_outbox(&self, ids: &[uuid::Uuid]) -> Result<(), StoreError> {
+        let mut tx = self.begin(crate::Scope::System).await?;
         sqlx::query(
             "UPDATE runs SET dispatched_at = NULL WHERE id = ANY($1) AND status = 'queued'",
         )
         .bind(ids)
-        .execute(self.pool())
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -122,6 +127,7 @@ impl Store {
 
     /// Records a message that could not be processed, so it is never silently gone.
     pub async fn record_dead_letter(&self, letter: &DeadLetter<'_>) -> Result<(), StoreError> {
+        let mut tx = self.begin(crate::Scope::from(letter.tenant)).await?;
         sqlx::query(
             "INSERT INTO dead_letters (tenant_id, stream, subject, payload, reason, deliveries)
              VALUES ($1, $2, $3, $4, $5, $6)",
@@ -132,8 +138,9 @@ impl Store {
         .bind(letter.payload)
         .bind(letter.reason)
         .bind(letter.deliveries)
-        .execute(self.pool())
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -143,6 +150,7 @@ impl Store {
         run_id: uuid::Uuid,
         reason: &str,
     ) -> Result<(), StoreError> {
+        let mut tx = self.begin(crate::Scope::System).await?;
         sqlx::query(
             "UPDATE runs SET status = 'dead_lettered', error = $2, finished_at = now(),
                     updated_at = now(), lease_until = NULL
@@ -150,8 +158,9 @@ impl Store {
         )
         .bind(run_id)
         .bind(reason)
-        .execute(self.pool())
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(())
     }
 }

@@ -284,8 +284,8 @@ pub(crate) async fn current_policy(
 impl Store {
     /// The grouping policy in force for `tenant`.
     pub async fn grouping_policy(&self, tenant: &str) -> Result<GroupingPolicy, StoreError> {
-        let mut conn = self.pool().acquire().await?;
-        current_policy(&mut conn, tenant).await
+        let mut tx = self.begin(crate::Scope::Tenant(tenant)).await?;
+        current_policy(&mut tx, tenant).await
     }
 
     /// Every stored version of `tenant`'s policy, newest first.
@@ -293,13 +293,14 @@ impl Store {
         &self,
         tenant: &str,
     ) -> Result<Vec<GroupingPolicy>, StoreError> {
+        let mut tx = self.begin(crate::Scope::Tenant(tenant)).await?;
         let rows: Vec<PolicyRow> = sqlx::query_as(
             "SELECT version, fields, window_secs, max_group_size, grouped_alerts_trigger,
                     created_by, created_at
              FROM grouping_policies WHERE tenant_id = $1 ORDER BY version DESC LIMIT 100",
         )
         .bind(tenant)
-        .fetch_all(self.pool())
+        .fetch_all(&mut *tx)
         .await?;
         Ok(rows.into_iter().map(GroupingPolicy::from).collect())
     }
@@ -312,7 +313,7 @@ impl Store {
         by: &str,
     ) -> Result<GroupingPolicy, PolicyError> {
         change.validate()?;
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin(crate::Scope::Tenant(tenant)).await?;
         // One writer per tenant at a time, so versions are assigned without gaps or races.
         sqlx::query("SELECT pg_advisory_xact_lock(hashtext('grouping_policy'), hashtext($1))")
             .bind(tenant)

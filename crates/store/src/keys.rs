@@ -179,6 +179,7 @@ impl Store {
         expires_at: Option<OffsetDateTime>,
         by: &str,
     ) -> Result<NewKey, StoreError> {
+        let mut tx = self.begin(crate::Scope::from(tenant)).await?;
         if (role == Role::Operator) != tenant.is_none() {
             return Err(StoreError::Invalid(
                 "operator keys have no tenant; every other key has one".to_owned(),
@@ -204,14 +205,16 @@ impl Store {
         .bind(key_hash(&secret))
         .bind(expires_at)
         .bind(by)
-        .execute(self.pool())
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(NewKey { id, secret })
     }
 
     /// Resolves a presented API key (any API role), or `None` when it is malformed,
     /// unknown, revoked or expired.
     pub async fn resolve_api_key(&self, key: &str) -> Result<Option<KeyIdentity>, StoreError> {
+        let mut tx = self.begin(crate::Scope::System).await?;
         let Some(prefix) = lookup_prefix(KeyKind::Api, key) else {
             return Ok(None);
         };
@@ -221,7 +224,7 @@ impl Store {
                AND (expires_at IS NULL OR expires_at > now())",
         )
         .bind(prefix)
-        .fetch_optional(self.pool())
+        .fetch_optional(&mut *tx)
         .await?;
         let Some((id, tenant, role, stored)) = row else {
             return Ok(None);
@@ -237,28 +240,32 @@ impl Store {
 
     /// The keys of `tenant` (or the operator keys when `None`), newest first.
     pub async fn list_keys(&self, tenant: Option<&str>) -> Result<Vec<KeyInfo>, StoreError> {
+        let mut tx = self.begin(crate::Scope::from(tenant)).await?;
         Ok(sqlx::query_as(
             "SELECT id, tenant_id, role, name, prefix, created_at, created_by, expires_at, revoked_at
              FROM api_keys WHERE tenant_id IS NOT DISTINCT FROM $1 ORDER BY created_at DESC, id",
         )
         .bind(tenant)
-        .fetch_all(self.pool())
+        .fetch_all(&mut *tx)
         .await?)
     }
 
     /// Revokes key `id` of `tenant` (`None`: an operator key). `NotFound` when it does not
     /// exist there; revoking a revoked key changes nothing.
     pub async fn revoke_key(&self, tenant: Option<&str>, id: Uuid) -> Result<KeyInfo, StoreError> {
-        sqlx::query_as(
+        let mut tx = self.begin(crate::Scope::from(tenant)).await?;
+        let key: KeyInfo = sqlx::query_as(
             "UPDATE api_keys SET revoked_at = coalesce(revoked_at, now())
              WHERE id = $1 AND tenant_id IS NOT DISTINCT FROM $2
              RETURNING id, tenant_id, role, name, prefix, created_at, created_by, expires_at, revoked_at",
         )
         .bind(id)
         .bind(tenant)
-        .fetch_optional(self.pool())
+        .fetch_optional(&mut *tx)
         .await?
-        .ok_or(StoreError::NotFound { entity: "key" })
+        .ok_or(StoreError::NotFound { entity: "key" })?;
+        tx.commit().await?;
+        Ok(key)
     }
 
     /// Resolves a presented key to its tenant, or `None` when the key is malformed, unknown,
@@ -268,6 +275,7 @@ impl Store {
         kind: KeyKind,
         key: &str,
     ) -> Result<Option<String>, StoreError> {
+        let mut tx = self.begin(crate::Scope::System).await?;
         let Some(prefix) = lookup_prefix(kind, key) else {
             return Ok(None);
         };
@@ -278,7 +286,7 @@ impl Store {
         )
         .bind(prefix)
         .bind(kind.as_str())
-        .fetch_optional(self.pool())
+        .fetch_optional(&mut *tx)
         .await?;
         Ok(row.and_then(|(tenant, stored)| {
             bool::from(stored.ct_eq(&key_hash(key))).then_some(tenant)

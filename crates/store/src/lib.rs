@@ -2,6 +2,15 @@
 //! and scopes every tenant-owned read and write by tenant id. Services hold a cloneable
 //! [`Store`] and call one function per operation; multi-statement operations run in one
 //! transaction inside the function that owns them.
+//!
+//! Tenant isolation is enforced twice: every query filters by tenant id, and PostgreSQL's
+//! row-level security does it again underneath. The pool's connections act as the role
+//! [`APP_ROLE`] (`SET ROLE` at connect), which owns no table and has no `BYPASSRLS`; every
+//! statement runs in a transaction that first sets `tocsin.tenant` with
+//! `set_config(.., true)` (transaction-local, so a pooled connection cannot carry it over).
+//! A tenant's transactions see only its rows; the system scope (`*`, for cross-tenant
+//! machinery: key lookup before the tenant is known, the dispatcher's outbox, timers) sees
+//! all; a transaction that sets nothing sees nothing.
 #![forbid(unsafe_code)]
 
 pub mod alerts;
@@ -25,7 +34,7 @@ pub mod tenants;
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{ConnectOptions, PgPool};
+use sqlx::{ConnectOptions, Connection, Executor, PgPool, Postgres, Transaction};
 use tocsin_core::config::PostgresConfig;
 
 pub use error::StoreError;
@@ -33,10 +42,31 @@ pub use error::StoreError;
 /// Embedded migrations (`crates/store/migrations`).
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
+/// The role the services' connections act as: owns no table, no `BYPASSRLS`, and holds only
+/// data privileges (created by the migrations).
+pub const APP_ROLE: &str = "tocsin_app";
+
+/// Which rows a transaction may see under row-level security.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Scope<'a> {
+    /// One tenant's rows.
+    Tenant(&'a str),
+    /// Every tenant's (the platform's own cross-tenant machinery).
+    System,
+}
+
+impl<'a> From<Option<&'a str>> for Scope<'a> {
+    fn from(tenant: Option<&'a str>) -> Self {
+        tenant.map_or(Scope::System, Scope::Tenant)
+    }
+}
+
 /// Handle to the database; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: PgPool,
+    /// For migrations, which run as the connecting (owner) role, not as [`APP_ROLE`].
+    owner: Option<PgConnectOptions>,
 }
 
 impl Store {
@@ -51,23 +81,89 @@ impl Store {
         let pool = PgPoolOptions::new()
             .max_connections(config.max_connections)
             .acquire_timeout(config.acquire_timeout)
-            .connect_with(options)
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    // A role that does not exist yet means the migrations have not run.
+                    conn.execute(format!("SET ROLE {APP_ROLE}").as_str())
+                        .await
+                        .map(|_| ())
+                })
+            })
+            .connect_lazy_with(options.clone());
+        // Connect now (as the connecting role), so that an unreachable database fails here;
+        // the pool's own connections come lazily, as APP_ROLE, which the migrations create.
+        let mut conn = tokio::time::timeout(
+            config.acquire_timeout,
+            sqlx::PgConnection::connect_with(&options),
+        )
+        .await
+        .map_err(|_| StoreError::from_sqlx(sqlx::Error::PoolTimedOut))?
+        .map_err(StoreError::from_sqlx)?;
+        let role: Option<i32> = sqlx::query_scalar("SELECT 1 FROM pg_roles WHERE rolname = $1")
+            .bind(APP_ROLE)
+            .fetch_optional(&mut conn)
             .await
             .map_err(StoreError::from_sqlx)?;
-        Ok(Self { pool })
+        let _ = conn.close().await;
+        if role.is_none() {
+            tracing::warn!(
+                role = APP_ROLE,
+                "the database has no application role yet: run `tocsin migrate`"
+            );
+        }
+        Ok(Self {
+            pool,
+            owner: Some(options),
+        })
     }
 
-    /// Wraps an existing pool (tests).
+    /// Wraps an existing pool (tests of the API's routing, which never reach the database).
     pub fn from_pool(pool: PgPool) -> Self {
-        Self { pool }
+        Self { pool, owner: None }
     }
 
-    /// Applies pending migrations. Safe to run concurrently: sqlx takes an advisory lock.
+    /// Applies pending migrations as the connecting role (the tables' owner). Safe to run
+    /// concurrently: sqlx takes an advisory lock.
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        MIGRATOR
-            .run(&self.pool)
+        let Some(owner) = &self.owner else {
+            return MIGRATOR
+                .run(&self.pool)
+                .await
+                .map_err(|e| StoreError::Migrate(Box::new(e)));
+        };
+        let mut conn = sqlx::PgConnection::connect_with(owner)
             .await
-            .map_err(|e| StoreError::Migrate(Box::new(e)))
+            .map_err(StoreError::from_sqlx)?;
+        let result = MIGRATOR
+            .run(&mut conn)
+            .await
+            .map_err(|e| StoreError::Migrate(Box::new(e)));
+        let _ = conn.close().await;
+        result
+    }
+
+    /// Begins a transaction that sees the rows of `scope` only (see the crate docs).
+    pub(crate) async fn begin(
+        &self,
+        scope: Scope<'_>,
+    ) -> Result<Transaction<'static, Postgres>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let value = match scope {
+            Scope::Tenant(tenant) => tenant,
+            Scope::System => "*",
+        };
+        sqlx::query("SELECT set_config('tocsin.tenant', $1, true)")
+            .bind(value)
+            .execute(&mut *tx)
+            .await?;
+        Ok(tx)
+    }
+
+    /// The role the pool's sessions act as (`SELECT current_user`): [`APP_ROLE`].
+    pub async fn session_role(&self) -> Result<String, StoreError> {
+        Ok(sqlx::query_scalar("SELECT current_user::text")
+            .fetch_one(&self.pool)
+            .await?)
     }
 
     /// Checks the database answers.

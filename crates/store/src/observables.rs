@@ -153,6 +153,7 @@ impl Store {
         after: Option<Cursor>,
         limit: i64,
     ) -> Result<Page<ObservableView>, StoreError> {
+        let mut tx = self.begin(crate::Scope::Tenant(tenant)).await?;
         let limit = clamp_limit(limit);
         let (at, id) = binds(after);
         let rows: Vec<ObservableView> = sqlx::query_as(&format!(
@@ -169,7 +170,7 @@ impl Store {
         .bind(at)
         .bind(id)
         .bind(limit + 1)
-        .fetch_all(self.pool())
+        .fetch_all(&mut *tx)
         .await?;
         Ok(Page::from_rows(rows, limit))
     }
@@ -182,12 +183,13 @@ impl Store {
         id: Uuid,
         relative_to: Option<Uuid>,
     ) -> Result<ObservableDetail, StoreError> {
+        let mut tx = self.begin(crate::Scope::Tenant(tenant)).await?;
         let observable: ObservableView = sqlx::query_as(&format!(
             "SELECT {VIEW_COLUMNS} FROM observables o WHERE o.tenant_id = $1 AND o.id = $2"
         ))
         .bind(tenant)
         .bind(id)
-        .fetch_optional(self.pool())
+        .fetch_optional(&mut *tx)
         .await?
         .ok_or(StoreError::NotFound {
             entity: "observable",
@@ -200,7 +202,7 @@ impl Store {
         )
         .bind(tenant)
         .bind(id)
-        .fetch_all(self.pool())
+        .fetch_all(&mut *tx)
         .await?;
         let seen_in_other_cases = match relative_to {
             Some(case_id) => Some(
@@ -211,7 +213,7 @@ impl Store {
                 .bind(tenant)
                 .bind(id)
                 .bind(case_id)
-                .fetch_one(self.pool())
+                .fetch_one(&mut *tx)
                 .await?,
             ),
             None => None,

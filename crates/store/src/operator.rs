@@ -65,7 +65,7 @@ impl Store {
         run_id: Uuid,
         by: &str,
     ) -> Result<Cancelled, OperatorError> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin(crate::Scope::Tenant(tenant)).await?;
         let status = Self::lock_run_status(&mut tx, tenant, run_id).await?;
         let outcome = match status.as_str() {
             "queued" | "waiting_approval" | "sleeping" => {
@@ -116,11 +116,12 @@ impl Store {
 
     /// Whether an operator asked to cancel the run, and who.
     pub async fn cancel_requested(&self, run_id: Uuid) -> Result<Option<String>, StoreError> {
+        let mut tx = self.begin(crate::Scope::System).await?;
         Ok(sqlx::query_scalar::<_, Option<String>>(
             "SELECT cancel_requested_by FROM runs WHERE id = $1 AND status = 'running'",
         )
         .bind(run_id)
-        .fetch_optional(self.pool())
+        .fetch_optional(&mut *tx)
         .await?
         .flatten())
     }
@@ -128,7 +129,7 @@ impl Store {
     /// Runs a finished run again. Its journal is kept up to the first step that did not
     /// succeed; that step and everything after it execute again, earlier ones replay.
     pub async fn retry_run(&self, tenant: &str, run_id: Uuid) -> Result<(), OperatorError> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin(crate::Scope::Tenant(tenant)).await?;
         let status = Self::lock_run_status(&mut tx, tenant, run_id).await?;
         if !matches!(
             status.as_str(),
@@ -162,7 +163,7 @@ impl Store {
         result: &serde_json::Value,
         by: &str,
     ) -> Result<(), OperatorError> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin(crate::Scope::Tenant(tenant)).await?;
         let status = Self::lock_run_status(&mut tx, tenant, run_id).await?;
         if status != "needs_review" {
             return Err(OperatorError::Conflict {

@@ -167,6 +167,7 @@ impl Store {
         run_id: Uuid,
         lease: Duration,
     ) -> Result<Claim, StoreError> {
+        let mut tx = self.begin(crate::Scope::Tenant(tenant)).await?;
         let claimed: Option<ClaimedRun> = sqlx::query_as(
             "UPDATE runs SET status = 'running', epoch = epoch + 1, attempts = attempts + 1,
                     started_at = coalesce(started_at, now()), updated_at = now(),
@@ -178,9 +179,10 @@ impl Store {
         .bind(run_id)
         .bind(tenant)
         .bind(lease_secs(lease))
-        .fetch_optional(self.pool())
+        .fetch_optional(&mut *tx)
         .await?;
         if let Some(run) = claimed {
+            tx.commit().await?;
             return Ok(Claim::Claimed(run));
         }
         let row: Option<(String, Option<f64>)> = sqlx::query_as(
@@ -189,7 +191,7 @@ impl Store {
         )
         .bind(run_id)
         .bind(tenant)
-        .fetch_optional(self.pool())
+        .fetch_optional(&mut *tx)
         .await?;
         let (status, left) = row.ok_or(StoreError::NotFound { entity: "run" })?;
         let status: RunStatus = status.parse().map_err(|_| StoreError::Corrupt {
@@ -213,6 +215,7 @@ impl Store {
         epoch: i32,
         lease: Duration,
     ) -> Result<Result<(), Fenced>, StoreError> {
+        let mut tx = self.begin(crate::Scope::System).await?;
         let n = sqlx::query(
             "UPDATE runs SET lease_until = now() + make_interval(secs => $3)
              WHERE id = $1 AND epoch = $2 AND status = 'running'",
@@ -220,9 +223,10 @@ impl Store {
         .bind(run_id)
         .bind(epoch)
         .bind(lease_secs(lease))
-        .execute(self.pool())
+        .execute(&mut *tx)
         .await?
         .rows_affected();
+        tx.commit().await?;
         Ok(if n == 1 {
             Ok(())
         } else {
@@ -233,14 +237,16 @@ impl Store {
     /// Hands a claimed run back (its runner died or the worker is shutting down) so the
     /// next delivery can claim it at once.
     pub async fn release_run(&self, run_id: Uuid, epoch: i32) -> Result<(), StoreError> {
+        let mut tx = self.begin(crate::Scope::System).await?;
         sqlx::query(
             "UPDATE runs SET status = 'queued', lease_until = NULL, updated_at = now()
              WHERE id = $1 AND epoch = $2 AND status = 'running'",
         )
         .bind(run_id)
         .bind(epoch)
-        .execute(self.pool())
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -252,7 +258,7 @@ impl Store {
         let args: serde_json::Value = serde_json::from_str(step.args_json)
             .unwrap_or_else(|_| serde_json::Value::String(step.args_json.to_owned()));
         let hash = args_hash(step.args_json);
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin(crate::Scope::Tenant(step.tenant)).await?;
         // Lock the run row: a concurrent claim waits until this intent is decided.
         let current: Option<i32> = sqlx::query_scalar(
             "SELECT epoch FROM runs WHERE id = $1 AND tenant_id = $2 AND status = 'running' FOR UPDATE",
@@ -365,6 +371,7 @@ impl Store {
         &self,
         step: &StepOutcome<'_>,
     ) -> Result<Result<(), Fenced>, StoreError> {
+        let mut tx = self.begin(crate::Scope::System).await?;
         let state = if step.error.is_none() {
             "succeeded"
         } else {
@@ -384,9 +391,10 @@ impl Store {
         .bind(step.error)
         .bind(step.attempts)
         .bind(step.duration_ms)
-        .execute(self.pool())
+        .execute(&mut *tx)
         .await?
         .rows_affected();
+        tx.commit().await?;
         Ok(if n == 1 {
             Ok(())
         } else {
@@ -406,6 +414,7 @@ impl Store {
         message: &str,
         fields: &serde_json::Value,
     ) -> Result<(), StoreError> {
+        let mut tx = self.begin(crate::Scope::Tenant(tenant)).await?;
         sqlx::query(
             "INSERT INTO run_logs (run_id, tenant_id, level, message, fields) VALUES ($1, $2, $3, $4, $5)",
         )
@@ -414,8 +423,9 @@ impl Store {
         .bind(level)
         .bind(message)
         .bind(Json(fields))
-        .execute(self.pool())
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -427,7 +437,7 @@ impl Store {
         &self,
         outcome: &RunOutcome<'_>,
     ) -> Result<Result<(), Fenced>, StoreError> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin(crate::Scope::System).await?;
         let n = sqlx::query(
             "UPDATE runs SET
                     status = CASE
@@ -483,7 +493,7 @@ impl Store {
         alert_id: Option<Uuid>,
         input: Option<&serde_json::Value>,
     ) -> Result<Uuid, StoreError> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin(crate::Scope::Tenant(tenant)).await?;
         let found: Option<(String, String, bool)> = sqlx::query_as(
             "SELECT p.bundle_hash, p.priority, COALESCE(s.enabled, p.enabled) FROM playbooks p
              LEFT JOIN playbook_switches s ON s.tenant_id = p.tenant_id AND s.name = p.name
@@ -547,6 +557,7 @@ impl Store {
         after: Option<Cursor>,
         limit: i64,
     ) -> Result<Page<RunListItem>, StoreError> {
+        let mut tx = self.begin(crate::Scope::Tenant(tenant)).await?;
         let limit = clamp_limit(limit);
         let (at, id) = binds(after);
         let rows: Vec<RunListItem> = sqlx::query_as(
@@ -565,13 +576,14 @@ impl Store {
         .bind(at)
         .bind(id)
         .bind(limit + 1)
-        .fetch_all(self.pool())
+        .fetch_all(&mut *tx)
         .await?;
         Ok(Page::from_rows(rows, limit))
     }
 
     /// One run of `tenant` with its steps and log.
     pub async fn run_view(&self, tenant: &str, id: Uuid) -> Result<RunView, StoreError> {
+        let mut tx = self.begin(crate::Scope::Tenant(tenant)).await?;
         let mut run: RunView = sqlx::query_as(
             "SELECT id, tenant_id, alert_id, case_id, playbook, bundle_hash, status, epoch, attempts,
                     trigger, input, result, error, traceback, queued_at, started_at, finished_at
@@ -579,7 +591,7 @@ impl Store {
         )
         .bind(tenant)
         .bind(id)
-        .fetch_optional(self.pool())
+        .fetch_optional(&mut *tx)
         .await?
         .ok_or(StoreError::NotFound { entity: "run" })?;
         run.steps = sqlx::query_as(
@@ -588,7 +600,7 @@ impl Store {
         )
         .bind(tenant)
         .bind(id)
-        .fetch_all(self.pool())
+        .fetch_all(&mut *tx)
         .await?;
         run.logs = sqlx::query_as(
             "SELECT level, message, fields, created_at
@@ -596,7 +608,7 @@ impl Store {
         )
         .bind(tenant)
         .bind(id)
-        .fetch_all(self.pool())
+        .fetch_all(&mut *tx)
         .await?;
         Ok(run)
     }
@@ -730,33 +742,36 @@ pub struct RunTiming {
 impl Store {
     /// Timings of every run of `tenant` (benchmarks and diagnostics).
     pub async fn run_timings(&self, tenant: &str) -> Result<Vec<RunTiming>, StoreError> {
+        let mut tx = self.begin(crate::Scope::Tenant(tenant)).await?;
         Ok(sqlx::query_as(
             "SELECT r.playbook, r.status, a.received_at, r.started_at, r.finished_at
              FROM runs r LEFT JOIN alerts a ON a.id = r.alert_id
              WHERE r.tenant_id = $1",
         )
         .bind(tenant)
-        .fetch_all(self.pool())
+        .fetch_all(&mut *tx)
         .await?)
     }
 
     /// Runs of `tenant` not yet final (queued, running or suspended).
     pub async fn unfinished_runs(&self, tenant: &str) -> Result<i64, StoreError> {
+        let mut tx = self.begin(crate::Scope::Tenant(tenant)).await?;
         Ok(sqlx::query_scalar(
             "SELECT count(*) FROM runs WHERE tenant_id = $1
                AND status IN ('queued', 'running', 'waiting_approval', 'sleeping')",
         )
         .bind(tenant)
-        .fetch_one(self.pool())
+        .fetch_one(&mut *tx)
         .await?)
     }
 
     /// Alerts of `tenant` recorded so far.
     pub async fn alert_count(&self, tenant: &str) -> Result<i64, StoreError> {
+        let mut tx = self.begin(crate::Scope::Tenant(tenant)).await?;
         Ok(
             sqlx::query_scalar("SELECT count(*) FROM alerts WHERE tenant_id = $1")
                 .bind(tenant)
-                .fetch_one(self.pool())
+                .fetch_one(&mut *tx)
                 .await?,
         )
     }

@@ -151,6 +151,7 @@ impl Store {
         name: &str,
         value: &str,
     ) -> Result<(), SecretError> {
+        let mut tx = self.begin(crate::Scope::Tenant(tenant)).await?;
         if !is_valid_secret_name(name) {
             return Err(SecretError::InvalidName(name.to_owned()));
         }
@@ -164,39 +165,44 @@ impl Store {
         .bind(name)
         .bind(&nonce[..])
         .bind(ciphertext)
-        .execute(self.pool())
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(())
     }
 
     /// Deletes a secret; returns whether it existed.
     pub async fn delete_secret(&self, tenant: &str, name: &str) -> Result<bool, SecretError> {
+        let mut tx = self.begin(crate::Scope::Tenant(tenant)).await?;
         let n = sqlx::query("DELETE FROM secrets WHERE tenant_id = $1 AND name = $2")
             .bind(tenant)
             .bind(name)
-            .execute(self.pool())
+            .execute(&mut *tx)
             .await?
             .rows_affected();
+        tx.commit().await?;
         Ok(n == 1)
     }
 
     /// Names of the tenant's secrets (never their values).
     pub async fn secret_names(&self, tenant: &str) -> Result<Vec<String>, SecretError> {
+        let mut tx = self.begin(crate::Scope::Tenant(tenant)).await?;
         Ok(
             sqlx::query_scalar("SELECT name FROM secrets WHERE tenant_id = $1 ORDER BY name")
                 .bind(tenant)
-                .fetch_all(self.pool())
+                .fetch_all(&mut *tx)
                 .await?,
         )
     }
 
     /// The tenant's secrets as listings show them: names and timestamps, never values.
     pub async fn secret_list(&self, tenant: &str) -> Result<Vec<SecretInfo>, SecretError> {
+        let mut tx = self.begin(crate::Scope::Tenant(tenant)).await?;
         Ok(sqlx::query_as(
             "SELECT name, created_at, updated_at FROM secrets WHERE tenant_id = $1 ORDER BY name",
         )
         .bind(tenant)
-        .fetch_all(self.pool())
+        .fetch_all(&mut *tx)
         .await?)
     }
 
@@ -206,10 +212,11 @@ impl Store {
         key: &MasterKey,
         tenant: &str,
     ) -> Result<BTreeMap<String, String>, SecretError> {
+        let mut tx = self.begin(crate::Scope::Tenant(tenant)).await?;
         let rows: Vec<(String, Vec<u8>, Vec<u8>)> =
             sqlx::query_as("SELECT name, nonce, ciphertext FROM secrets WHERE tenant_id = $1")
                 .bind(tenant)
-                .fetch_all(self.pool())
+                .fetch_all(&mut *tx)
                 .await?;
         rows.into_iter()
             .map(|(name, nonce, ciphertext)| {

@@ -65,7 +65,7 @@ impl Store {
             Ok(v) => v,
             Err(_) => return Ok(Ok(bad("system step arguments are not JSON"))),
         };
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin(crate::Scope::Tenant(step.tenant)).await?;
         let run: Option<(i32, Option<Uuid>)> = sqlx::query_as(
             "SELECT epoch, case_id FROM runs
              WHERE id = $1 AND tenant_id = $2 AND status = 'running' FOR UPDATE",

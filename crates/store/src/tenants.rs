@@ -20,23 +20,26 @@ pub struct Tenant {
 impl Store {
     /// Creates the tenant if it does not exist (idempotent); returns whether it was created.
     pub async fn ensure_tenant(&self, id: &str, name: &str) -> Result<bool, StoreError> {
+        let mut tx = self.begin(crate::Scope::System).await?;
         let created = sqlx::query(
             "INSERT INTO tenants (id, name) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING",
         )
         .bind(id)
         .bind(name)
-        .execute(self.pool())
+        .execute(&mut *tx)
         .await?
         .rows_affected();
+        tx.commit().await?;
         Ok(created == 1)
     }
 
     /// Whether tenant `id` exists.
     pub async fn tenant_exists(&self, id: &str) -> Result<bool, StoreError> {
+        let mut tx = self.begin(crate::Scope::System).await?;
         Ok(
             sqlx::query_scalar::<_, i32>("SELECT 1 FROM tenants WHERE id = $1")
                 .bind(id)
-                .fetch_optional(self.pool())
+                .fetch_optional(&mut *tx)
                 .await?
                 .is_some(),
         )
@@ -44,9 +47,10 @@ impl Store {
 
     /// Every tenant, by id.
     pub async fn list_tenants(&self) -> Result<Vec<Tenant>, StoreError> {
+        let mut tx = self.begin(crate::Scope::System).await?;
         Ok(
             sqlx::query_as("SELECT id, name, created_at FROM tenants ORDER BY id")
-                .fetch_all(self.pool())
+                .fetch_all(&mut *tx)
                 .await?,
         )
     }
