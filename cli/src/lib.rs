@@ -791,8 +791,18 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
                 worker.sdk_path = Some(std::path::absolute(args.dir.join("sdk"))?);
             }
             let deployed =
-                stack::deploy_playbooks(&store, &worker, &args.tenant, &args.dir, "tocsin deploy")
+                stack::deploy_playbooks(&store, &worker, &args.tenant, &args.dir, &cli_actor())
                     .await?;
+            cli_audit(
+                &store,
+                Some(&args.tenant),
+                "tocsin playbook deploy",
+                &format!("bundle:{}", deployed.hash),
+                Some(serde_json::json!({
+                    "playbooks": deployed.playbooks.iter().map(|p| &p.name).collect::<Vec<_>>(),
+                })),
+            )
+            .await?;
             println!(
                 "deployed bundle {} ({} files) for tenant {}",
                 deployed.hash, deployed.files, args.tenant
@@ -814,6 +824,16 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             let created = store
                 .ensure_tenant(&id, name.as_deref().unwrap_or(&id))
                 .await?;
+            if created {
+                cli_audit(
+                    &store,
+                    Some(&id),
+                    "tocsin tenant create",
+                    &format!("tenant:{id}"),
+                    Some(serde_json::json!({"name": name.as_deref().unwrap_or(&id)})),
+                )
+                .await?;
+            }
             println!(
                 "tenant {id} {}",
                 if created { "created" } else { "already exists" }
@@ -845,24 +865,18 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
                         .with_context(|| format!("--expires {t:?} is not RFC 3339"))
                 })
                 .transpose()?;
-            let by = format!(
-                "cli:{}",
-                std::env::var("USER").unwrap_or_else(|_| "unknown".into())
-            );
             let key = store
-                .create_role_key(tenant.as_deref(), role, &name, expires_at, &by)
+                .create_role_key(tenant.as_deref(), role, &name, expires_at, &cli_actor())
                 .await
                 .context("failed to create the key")?;
-            store
-                .audit(&tocsin_store::audit::AuditEntry {
-                    tenant: tenant.as_deref(),
-                    actor: &by,
-                    action: "tocsin key create",
-                    target: &format!("key:{}", key.id),
-                    before: None,
-                    after: Some(&serde_json::json!({"role": role.as_str(), "name": name})),
-                })
-                .await?;
+            cli_audit(
+                &store,
+                tenant.as_deref(),
+                "tocsin key create",
+                &format!("key:{}", key.id),
+                Some(serde_json::json!({"role": role.as_str(), "name": name})),
+            )
+            .await?;
             println!("{}", key.secret);
             eprintln!(
                 "key {} ({}) created; it is shown only this once",
@@ -895,20 +909,14 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
                 .revoke_key(tenant.as_deref(), id)
                 .await
                 .context("failed to revoke the key (is --tenant the key's tenant?)")?;
-            let by = format!(
-                "cli:{}",
-                std::env::var("USER").unwrap_or_else(|_| "unknown".into())
-            );
-            store
-                .audit(&tocsin_store::audit::AuditEntry {
-                    tenant: tenant.as_deref(),
-                    actor: &by,
-                    action: "tocsin key revoke",
-                    target: &format!("key:{id}"),
-                    before: None,
-                    after: None,
-                })
-                .await?;
+            cli_audit(
+                &store,
+                tenant.as_deref(),
+                "tocsin key revoke",
+                &format!("key:{id}"),
+                None,
+            )
+            .await?;
             println!("key {} ({}) revoked", key.id, key.name);
             Ok(())
         }
@@ -948,6 +956,15 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             let value = value.strip_suffix('\n').unwrap_or(&value);
             let store = connect(&config).await?;
             store.set_secret(&key, &tenant, &name, value).await?;
+            // The name only: values never reach the audit log.
+            cli_audit(
+                &store,
+                Some(&tenant),
+                "tocsin secret set",
+                &format!("secret:{name}"),
+                None,
+            )
+            .await?;
             println!("secret {name} set for tenant {tenant}");
             Ok(())
         }
@@ -967,6 +984,16 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             let config: StackConfig = load(&config)?;
             let store = connect(&config).await?;
             let existed = store.delete_secret(&tenant, &name).await?;
+            if existed {
+                cli_audit(
+                    &store,
+                    Some(&tenant),
+                    "tocsin secret delete",
+                    &format!("secret:{name}"),
+                    None,
+                )
+                .await?;
+            }
             println!(
                 "secret {name} {}",
                 if existed { "deleted" } else { "did not exist" }
@@ -1102,4 +1129,34 @@ fn test_playbooks(
             ExitCode::FAILURE
         }
     }
+}
+
+/// Who runs an admin verb, as the audit log names it.
+fn cli_actor() -> String {
+    format!(
+        "cli:{}",
+        std::env::var("USER").unwrap_or_else(|_| "unknown".into())
+    )
+}
+
+/// Writes the audit entry of an admin verb that changed something.
+async fn cli_audit(
+    store: &tocsin_store::Store,
+    tenant: Option<&str>,
+    action: &str,
+    target: &str,
+    after: Option<serde_json::Value>,
+) -> anyhow::Result<()> {
+    store
+        .audit(&tocsin_store::audit::AuditEntry {
+            tenant,
+            actor: &cli_actor(),
+            action,
+            target,
+            before: None,
+            after: after.as_ref(),
+        })
+        .await
+        .context("the change was made but its audit entry could not be written")?;
+    Ok(())
 }

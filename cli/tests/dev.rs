@@ -246,6 +246,74 @@ fn client_verbs_work(env: &HashMap<String, String>, case_id: &str) {
     assert_eq!(state("phishing_report"), "enabled");
 }
 
+/// The admin verbs (database and master key from dev.env) work and are audited: a tenant, an
+/// admin key for it (printed alone on stdout), a secret read from stdin and deleted again;
+/// the new key then reads its tenant's audit log over the API.
+fn admin_verbs_are_audited(env: &HashMap<String, String>) {
+    let admin = |args: &[&str], stdin: Option<&str>| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tocsin"))
+            .args(args)
+            .envs(env.iter().filter(|(k, _)| k.starts_with("TOCSIN_")))
+            .env("TOCSIN_TELEMETRY__FILTER", "warn")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        if let Some(text) = stdin {
+            std::io::Write::write_all(&mut child.stdin.take().unwrap(), text.as_bytes()).unwrap();
+        }
+        drop(child.stdin.take());
+        let output = child.wait_with_output().unwrap();
+        assert!(
+            output.status.success(),
+            "tocsin {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    admin(&["tenant", "create", "acme", "--name", "Acme"], None);
+    let key = admin(
+        &["key", "create", "--tenant", "acme", "--role", "admin"],
+        None,
+    );
+    let key = key.trim();
+    assert!(
+        key.starts_with("tsk_api_") && !key.contains('\n'),
+        "{key:?}"
+    );
+    admin(
+        &["secret", "set", "vt_key", "--tenant", "acme"],
+        Some("v3ry-s3cret\n"),
+    );
+    admin(&["secret", "delete", "vt_key", "--tenant", "acme"], None);
+    let audit: Value = http()
+        .get(format!("{}/v1/audit", env["TOCSIN_API_URL"]))
+        .bearer_auth(key)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let actions: Vec<&str> = audit["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["action"].as_str())
+        .collect();
+    for expected in [
+        "tocsin tenant create",
+        "tocsin key create",
+        "tocsin secret set",
+        "tocsin secret delete",
+    ] {
+        assert!(
+            actions.contains(&expected),
+            "{expected} not audited: {audit:#}"
+        );
+    }
+    assert!(!audit.to_string().contains("v3ry-s3cret"), "{audit:#}");
+}
+
 /// `tocsin playbook test` runs a directory's pytest suite with the SDK importable and exits
 /// with pytest's status.
 #[test]
@@ -336,6 +404,7 @@ fn dev_serves_stops_cleanly_resumes_and_recovers_from_a_crash() {
     let first = settled_alert(&env, &id);
     assert_eq!(first["runs"][0]["status"], "succeeded", "{first:#}");
     client_verbs_work(&env, first["case_id"].as_str().unwrap());
+    admin_verbs_are_audited(&env);
 
     // SIGTERM: clean exit, children gone, dev.env removed.
     signal(&dev, "-TERM");

@@ -317,7 +317,19 @@ impl ProcStack {
         out
     }
 
-    /// The last lines of every service's log (for failure messages).
+    /// Every service's whole log (ANSI colours removed), one after the other.
+    pub fn full_logs(&self) -> String {
+        let names: Vec<String> = self
+            .services
+            .lock()
+            .expect("services lock")
+            .keys()
+            .cloned()
+            .collect();
+        names.iter().map(|name| self.log(name)).collect()
+    }
+
+    /// The last 40 lines of every service's log, for failure messages.
     pub fn all_logs(&self) -> String {
         let names: Vec<String> = self
             .services

@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::bundles::{BundleError, ensure_bundle};
+use crate::mask::Masker;
 use crate::pool::{PoolError, RunHandle, RunnerPool};
 
 /// Everything a run handler needs.
@@ -245,9 +246,14 @@ async fn execute(
         &run.bundle_hash,
     )
     .await?;
+    let mut mask = Masker::default();
     let secrets_json = match &exec.master_key {
         Some(key) => match exec.store.tenant_secrets(key, &run.tenant_id).await {
-            Ok(secrets) => serde_json::to_string(&secrets).unwrap_or_else(|_| "{}".to_owned()),
+            Ok(secrets) => {
+                let json = serde_json::to_string(&secrets).unwrap_or_else(|_| "{}".to_owned());
+                mask = Masker::new(secrets.into_values());
+                json
+            }
             Err(tocsin_store::secrets::SecretError::Store(e)) => return Err(e.into()),
             Err(error) => {
                 let error = error.to_string();
@@ -291,7 +297,7 @@ async fn execute(
                     exec.store.release_run(run.id, run.epoch).await?;
                     return Ok(Settle::Retry(Duration::from_millis(500)));
                 };
-                match on_event(exec, run, &handle, event).await {
+                match on_event(exec, run, &handle, &mask, event).await {
                     Ok(Some(settle)) => return Ok(settle),
                     Ok(None) => {}
                     Err(error) => {
@@ -345,18 +351,22 @@ async fn on_event(
     exec: &Executor,
     run: &ClaimedRun,
     handle: &RunHandle,
+    mask: &Masker,
     event: Event,
 ) -> Result<Option<Settle>, RunError> {
     match event {
         Event::StepIntent(intent) => {
             let seq = i32::try_from(intent.seq).unwrap_or(i32::MAX);
+            // Journaled (and hashed for replay) masked: stable across executions while the
+            // tenant's secrets are.
+            let args_json = mask.json_text(&intent.args_json);
             let step = StepIntent {
                 run_id: run.id,
                 tenant: &run.tenant_id,
                 epoch: run.epoch,
                 seq,
                 action: &intent.action,
-                args_json: &intent.args_json,
+                args_json: &args_json,
                 idempotent: intent.idempotent,
             };
             // Platform effects (`tocsin.*`) are performed here, journaled in the same
@@ -398,8 +408,11 @@ async fn on_event(
         }
         Event::StepResult(result) => {
             let result_value = result.result_json.as_deref().map(|r| {
-                serde_json::from_str(r).unwrap_or(serde_json::Value::String(r.to_owned()))
+                mask.json(
+                    serde_json::from_str(r).unwrap_or(serde_json::Value::String(r.to_owned())),
+                )
             });
+            let error = result.error.as_deref().map(|e| mask.text(e));
             let outcome = exec
                 .store
                 .record_step_outcome(&StepOutcome {
@@ -410,7 +423,7 @@ async fn on_event(
                     error: if result.ok {
                         None
                     } else {
-                        Some(result.error.as_deref().unwrap_or("action failed"))
+                        Some(error.as_deref().unwrap_or("action failed"))
                     },
                     attempts: i32::try_from(result.attempts).unwrap_or(i32::MAX),
                     duration_ms: i64::try_from(result.duration_ms).unwrap_or(i64::MAX),
@@ -427,12 +440,13 @@ async fn on_event(
             Ok(None)
         }
         Event::RunLog(log) => {
-            let fields: serde_json::Value =
-                serde_json::from_str(&log.fields_json).unwrap_or(serde_json::Value::Null);
-            tracing::info!(target: "tocsin::playbook", level = %log.level, fields = %log.fields_json, "{}", log.message);
+            let fields: serde_json::Value = mask
+                .json(serde_json::from_str(&log.fields_json).unwrap_or(serde_json::Value::Null));
+            let message = mask.text(&log.message);
+            tracing::info!(target: "tocsin::playbook", level = %log.level, %fields, "{message}");
             if let Err(error) = exec
                 .store
-                .append_run_log(run.id, &run.tenant_id, &log.level, &log.message, &fields)
+                .append_run_log(run.id, &run.tenant_id, &log.level, &message, &fields)
                 .await
             {
                 // A lost log line must not fail the run.
@@ -456,7 +470,7 @@ async fn on_event(
                 .map(serde_json::from_str::<serde_json::Value>)
             {
                 None => None,
-                Some(Ok(v)) => Some(v),
+                Some(Ok(v)) => Some(mask.json(v)),
                 Some(Err(_)) => {
                     return finish(
                         exec,
@@ -470,13 +484,15 @@ async fn on_event(
                     .map(Some);
                 }
             };
+            let error = done.error.as_deref().map(|e| mask.text(e));
+            let traceback = done.traceback.as_deref().map(|t| mask.text(t));
             finish(
                 exec,
                 run,
                 status,
                 result,
-                done.error.as_deref(),
-                done.traceback.as_deref(),
+                error.as_deref(),
+                traceback.as_deref(),
             )
             .await
             .map(Some)

@@ -11,6 +11,7 @@ pub mod bundles;
 mod config;
 pub mod deploy;
 mod execute;
+mod mask;
 pub mod pool;
 mod python;
 

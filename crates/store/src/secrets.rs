@@ -1,26 +1,41 @@
-//! Per-tenant secrets, encrypted at rest with the deployment's master key
-//! (XChaCha20-Poly1305; tenant and name are the associated data, so a ciphertext copied to
-//! another tenant or name does not decrypt). Values are never logged.
+//! Per-tenant secrets, encrypted at rest by envelope encryption. Each tenant has a random
+//! 256-bit data key, stored only wrapped by the deployment's master key (AES-256-GCM, the
+//! tenant id as associated data); the master key is configured by file or environment and
+//! never stored. Each value is sealed with AES-256-GCM under its tenant's data key, with a
+//! fresh 96-bit nonce and the tenant id and secret name as associated data, so a ciphertext
+//! copied to another tenant or name, or a wrapped key copied to another tenant, does not
+//! decrypt. Values sealed before data keys existed (scheme 1: XChaCha20-Poly1305 directly
+//! under the master key) still open, and are re-sealed when set again. Values are never
+//! logged.
 
 use std::collections::BTreeMap;
 use std::fmt;
 
+use aes_gcm::{Aes256Gcm, Nonce};
 use base64::Engine;
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
-use chacha20poly1305::{Key, XChaCha20Poly1305, XNonce};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use rand::RngCore;
 
 use crate::{Store, StoreError};
 
-/// The key secrets are encrypted with: 32 bytes, configured as base64.
+/// Values sealed directly under the master key with XChaCha20-Poly1305 (before data keys).
+const SCHEME_MASTER_XCHACHA: i16 = 1;
+/// Values sealed with AES-256-GCM under the tenant's data key.
+const SCHEME_DATA_KEY_AES_GCM: i16 = 2;
+
+/// The key that wraps the tenants' data keys: 32 bytes, configured as base64.
 #[derive(Clone)]
-pub struct MasterKey(Key);
+pub struct MasterKey([u8; 32]);
 
 impl fmt::Debug for MasterKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("MasterKey(<redacted>)")
     }
 }
+
+/// A tenant's data key, unwrapped (memory only).
+struct DataKey([u8; 32]);
 
 /// A master key or a secret could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +52,9 @@ pub enum SecretError {
         /// Secret name.
         name: String,
     },
+    /// The tenant's data key does not unwrap with this master key (wrong key, or tampered).
+    #[error("the tenant's data key does not unwrap with the configured master key")]
+    KeyUnwrap,
     /// Database failure.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -48,76 +66,152 @@ impl From<sqlx::Error> for SecretError {
     }
 }
 
+fn random<const N: usize>() -> [u8; N] {
+    let mut bytes = [0u8; N];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    bytes
+}
+
+/// AES-256-GCM with a fresh random 96-bit nonce; returns (nonce, ciphertext with tag).
+fn aes_seal(key: &[u8; 32], plain: &[u8], aad: &[u8]) -> Option<([u8; 12], Vec<u8>)> {
+    let nonce = random::<12>();
+    let sealed = Aes256Gcm::new(key.into())
+        .encrypt(Nonce::from_slice(&nonce), Payload { msg: plain, aad })
+        .ok()?;
+    Some((nonce, sealed))
+}
+
+fn aes_open(key: &[u8; 32], nonce: &[u8], sealed: &[u8], aad: &[u8]) -> Option<Vec<u8>> {
+    if nonce.len() != 12 {
+        return None;
+    }
+    Aes256Gcm::new(key.into())
+        .decrypt(Nonce::from_slice(nonce), Payload { msg: sealed, aad })
+        .ok()
+}
+
+fn secret_aad(tenant: &str, name: &str) -> Vec<u8> {
+    format!("tocsin-secret\0{tenant}\0{name}").into_bytes()
+}
+
+fn key_aad(tenant: &str) -> Vec<u8> {
+    format!("tocsin-tenant-key\0{tenant}").into_bytes()
+}
+
 impl MasterKey {
     /// Parses a base64 key.
     pub fn from_base64(text: &str) -> Result<Self, SecretError> {
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(text.trim())
             .map_err(|_| SecretError::InvalidMasterKey)?;
-        if bytes.len() != 32 {
-            return Err(SecretError::InvalidMasterKey);
-        }
-        Ok(Self(*Key::from_slice(&bytes)))
+        let key: [u8; 32] = bytes
+            .try_into()
+            .map_err(|_| SecretError::InvalidMasterKey)?;
+        Ok(Self(key))
     }
 
     /// A new random key, as base64.
     pub fn generate_base64() -> String {
-        let mut bytes = [0u8; 32];
-        rand::rngs::OsRng.fill_bytes(&mut bytes);
-        base64::engine::general_purpose::STANDARD.encode(bytes)
+        base64::engine::general_purpose::STANDARD.encode(random::<32>())
     }
 
-    fn aad(tenant: &str, name: &str) -> Vec<u8> {
-        format!("tocsin-secret\0{tenant}\0{name}").into_bytes()
+    /// Wraps a new random data key for `tenant`: (nonce, wrapped key).
+    fn new_data_key(&self, tenant: &str) -> Result<([u8; 12], Vec<u8>), SecretError> {
+        aes_seal(&self.0, &random::<32>(), &key_aad(tenant)).ok_or(SecretError::KeyUnwrap)
     }
 
-    fn seal(
+    fn unwrap_data_key(
         &self,
         tenant: &str,
-        name: &str,
-        value: &str,
-    ) -> Result<([u8; 24], Vec<u8>), SecretError> {
-        let mut nonce = [0u8; 24];
-        rand::rngs::OsRng.fill_bytes(&mut nonce);
-        let aad = Self::aad(tenant, name);
-        let ciphertext = XChaCha20Poly1305::new(&self.0)
-            .encrypt(
-                XNonce::from_slice(&nonce),
-                Payload {
-                    msg: value.as_bytes(),
-                    aad: &aad,
-                },
-            )
-            .map_err(|_| SecretError::Undecryptable {
-                name: name.to_owned(),
-            })?;
-        Ok((nonce, ciphertext))
+        nonce: &[u8],
+        wrapped: &[u8],
+    ) -> Result<DataKey, SecretError> {
+        let plain =
+            aes_open(&self.0, nonce, wrapped, &key_aad(tenant)).ok_or(SecretError::KeyUnwrap)?;
+        Ok(DataKey(
+            plain.try_into().map_err(|_| SecretError::KeyUnwrap)?,
+        ))
     }
 
-    fn open(
+    /// Opens a value of scheme 1 (sealed directly under the master key).
+    fn open_legacy(
         &self,
         tenant: &str,
         name: &str,
         nonce: &[u8],
         ciphertext: &[u8],
-    ) -> Result<String, SecretError> {
-        let undecryptable = || SecretError::Undecryptable {
-            name: name.to_owned(),
-        };
+    ) -> Option<Vec<u8>> {
         if nonce.len() != 24 {
-            return Err(undecryptable());
+            return None;
         }
-        let aad = Self::aad(tenant, name);
-        let plain = XChaCha20Poly1305::new(&self.0)
+        XChaCha20Poly1305::new((&self.0).into())
             .decrypt(
                 XNonce::from_slice(nonce),
                 Payload {
                     msg: ciphertext,
-                    aad: &aad,
+                    aad: &secret_aad(tenant, name),
                 },
             )
-            .map_err(|_| undecryptable())?;
-        String::from_utf8(plain).map_err(|_| undecryptable())
+            .ok()
+    }
+}
+
+impl DataKey {
+    fn seal(
+        &self,
+        tenant: &str,
+        name: &str,
+        value: &str,
+    ) -> Result<([u8; 12], Vec<u8>), SecretError> {
+        aes_seal(&self.0, value.as_bytes(), &secret_aad(tenant, name)).ok_or_else(|| {
+            SecretError::Undecryptable {
+                name: name.to_owned(),
+            }
+        })
+    }
+
+    fn open(&self, tenant: &str, name: &str, nonce: &[u8], sealed: &[u8]) -> Option<Vec<u8>> {
+        aes_open(&self.0, nonce, sealed, &secret_aad(tenant, name))
+    }
+}
+
+async fn read_data_key(
+    tx: &mut sqlx::PgConnection,
+    tenant: &str,
+) -> Result<Option<(Vec<u8>, Vec<u8>)>, sqlx::Error> {
+    sqlx::query_as("SELECT nonce, wrapped FROM tenant_keys WHERE tenant_id = $1")
+        .bind(tenant)
+        .fetch_optional(tx)
+        .await
+}
+
+/// The tenant's data key, created (and wrapped under `master`) on first use. Concurrent
+/// first uses agree: the first insert wins and everyone reads it back.
+async fn data_key(
+    tx: &mut sqlx::PgConnection,
+    master: &MasterKey,
+    tenant: &str,
+    create: bool,
+) -> Result<Option<DataKey>, SecretError> {
+    if let Some((nonce, wrapped)) = read_data_key(tx, tenant).await? {
+        return Ok(Some(master.unwrap_data_key(tenant, &nonce, &wrapped)?));
+    }
+    if !create {
+        return Ok(None);
+    }
+    let (nonce, wrapped) = master.new_data_key(tenant)?;
+    sqlx::query(
+        "INSERT INTO tenant_keys (tenant_id, nonce, wrapped) VALUES ($1, $2, $3)
+         ON CONFLICT (tenant_id) DO NOTHING",
+    )
+    .bind(tenant)
+    .bind(&nonce[..])
+    .bind(wrapped)
+    .execute(&mut *tx)
+    .await?;
+    match read_data_key(tx, tenant).await? {
+        Some((nonce, wrapped)) => Ok(Some(master.unwrap_data_key(tenant, &nonce, &wrapped)?)),
+        None => Err(SecretError::KeyUnwrap),
     }
 }
 
@@ -155,16 +249,22 @@ impl Store {
         if !is_valid_secret_name(name) {
             return Err(SecretError::InvalidName(name.to_owned()));
         }
-        let (nonce, ciphertext) = key.seal(tenant, name, value)?;
+        let data_key = data_key(&mut tx, key, tenant, true)
+            .await?
+            .ok_or(SecretError::KeyUnwrap)?;
+        let (nonce, ciphertext) = data_key.seal(tenant, name, value)?;
         sqlx::query(
-            "INSERT INTO secrets (tenant_id, name, nonce, ciphertext) VALUES ($1, $2, $3, $4)
+            "INSERT INTO secrets (tenant_id, name, nonce, ciphertext, scheme)
+             VALUES ($1, $2, $3, $4, $5)
              ON CONFLICT (tenant_id, name) DO UPDATE
-                SET nonce = EXCLUDED.nonce, ciphertext = EXCLUDED.ciphertext, updated_at = now()",
+                SET nonce = EXCLUDED.nonce, ciphertext = EXCLUDED.ciphertext,
+                    scheme = EXCLUDED.scheme, updated_at = now()",
         )
         .bind(tenant)
         .bind(name)
         .bind(&nonce[..])
         .bind(ciphertext)
+        .bind(SCHEME_DATA_KEY_AES_GCM)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -213,14 +313,31 @@ impl Store {
         tenant: &str,
     ) -> Result<BTreeMap<String, String>, SecretError> {
         let mut tx = self.begin(crate::Scope::Tenant(tenant)).await?;
-        let rows: Vec<(String, Vec<u8>, Vec<u8>)> =
-            sqlx::query_as("SELECT name, nonce, ciphertext FROM secrets WHERE tenant_id = $1")
-                .bind(tenant)
-                .fetch_all(&mut *tx)
-                .await?;
+        let rows: Vec<(String, i16, Vec<u8>, Vec<u8>)> = sqlx::query_as(
+            "SELECT name, scheme, nonce, ciphertext FROM secrets WHERE tenant_id = $1",
+        )
+        .bind(tenant)
+        .fetch_all(&mut *tx)
+        .await?;
+        let data_key = if rows.iter().any(|r| r.1 == SCHEME_DATA_KEY_AES_GCM) {
+            data_key(&mut tx, key, tenant, false).await?
+        } else {
+            None
+        };
         rows.into_iter()
-            .map(|(name, nonce, ciphertext)| {
-                let value = key.open(tenant, &name, &nonce, &ciphertext)?;
+            .map(|(name, scheme, nonce, ciphertext)| {
+                let plain = match (scheme, &data_key) {
+                    (SCHEME_DATA_KEY_AES_GCM, Some(dk)) => {
+                        dk.open(tenant, &name, &nonce, &ciphertext)
+                    }
+                    (SCHEME_MASTER_XCHACHA, _) => {
+                        key.open_legacy(tenant, &name, &nonce, &ciphertext)
+                    }
+                    _ => None,
+                };
+                let value = plain
+                    .and_then(|p| String::from_utf8(p).ok())
+                    .ok_or_else(|| SecretError::Undecryptable { name: name.clone() })?;
                 Ok((name, value))
             })
             .collect()
@@ -234,15 +351,27 @@ mod tests {
     #[test]
     fn sealed_values_open_only_for_their_tenant_and_name() {
         let key = MasterKey::from_base64(&MasterKey::generate_base64()).unwrap();
-        let (nonce, sealed) = key.seal("acme", "vt_key", "s3cret").unwrap();
-        assert_eq!(
-            key.open("acme", "vt_key", &nonce, &sealed).unwrap(),
-            "s3cret"
-        );
-        assert!(key.open("other", "vt_key", &nonce, &sealed).is_err());
-        assert!(key.open("acme", "other", &nonce, &sealed).is_err());
+        let (key_nonce, wrapped) = key.new_data_key("acme").unwrap();
+        let dk = key.unwrap_data_key("acme", &key_nonce, &wrapped).unwrap();
+        // A wrapped data key moved to another tenant, or under another master key, is refused.
+        assert!(key.unwrap_data_key("other", &key_nonce, &wrapped).is_err());
         let other = MasterKey::from_base64(&MasterKey::generate_base64()).unwrap();
-        assert!(other.open("acme", "vt_key", &nonce, &sealed).is_err());
+        assert!(other.unwrap_data_key("acme", &key_nonce, &wrapped).is_err());
+
+        let (nonce, sealed) = dk.seal("acme", "vt_key", "s3cret").unwrap();
+        assert_eq!(nonce.len(), 12);
+        assert_eq!(
+            dk.open("acme", "vt_key", &nonce, &sealed).unwrap(),
+            b"s3cret"
+        );
+        assert!(dk.open("other", "vt_key", &nonce, &sealed).is_none());
+        assert!(dk.open("acme", "other", &nonce, &sealed).is_none());
+        let (n2, w2) = key.new_data_key("acme").unwrap();
+        let another_dk = key.unwrap_data_key("acme", &n2, &w2).unwrap();
+        assert!(another_dk.open("acme", "vt_key", &nonce, &sealed).is_none());
+        let mut tampered = sealed.clone();
+        tampered[0] ^= 1;
+        assert!(dk.open("acme", "vt_key", &nonce, &tampered).is_none());
         assert!(MasterKey::from_base64("c2hvcnQ=").is_err());
         assert_eq!(format!("{key:?}"), "MasterKey(<redacted>)");
         assert!(is_valid_secret_name("virustotal_api_key"));
