@@ -121,6 +121,9 @@ async fn start(mut config: StackConfig, options: &Options) -> anyhow::Result<Ben
     config.worker.runners = options.runners;
     config.worker.runs_per_runner = options.runs_per_runner;
     config.scheduler.concurrency = 256;
+    // The benchmark measures the pipeline, not the per-tenant rate limit.
+    config.ingest.rate_limit_per_sec = 1e9;
+    config.ingest.rate_limit_burst = 1e9;
     config.postgres.max_connections = 16;
     let dev_options = DevOptions {
         data_dir: root.join("state"),

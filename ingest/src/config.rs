@@ -1,5 +1,6 @@
 //! Ingest configuration.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -37,6 +38,21 @@ pub struct IngestSection {
     pub key_cache_ttl: Duration,
     /// `Retry-After` seconds sent with 503 answers.
     pub retry_after_secs: u32,
+    /// Deepest nesting of arrays and objects accepted in a body; deeper gets 400.
+    pub max_depth: usize,
+    /// Most JSON values (scalars, arrays, objects, keys) in a body; more gets 400.
+    pub max_values: usize,
+    /// How long a client may take to send its body; slower gets 408.
+    #[serde(with = "humantime_serde")]
+    pub body_timeout: Duration,
+    /// Alerts per second each tenant may send to this ingest instance (429 past it, with
+    /// `Retry-After`); a flood from one tenant does not hold up the others.
+    pub rate_limit_per_sec: f64,
+    /// Alerts a tenant may send at once above its rate (at least one second of its rate).
+    pub rate_limit_burst: f64,
+    /// Per-tenant rates overriding `rate_limit_per_sec` (`{ acme = 50.0 }`); such a tenant
+    /// bursts one second of its rate.
+    pub tenant_rate_limits: HashMap<String, f64>,
 }
 
 impl Default for IngestSection {
@@ -47,6 +63,12 @@ impl Default for IngestSection {
             max_batch: 1000,
             key_cache_ttl: Duration::from_secs(30),
             retry_after_secs: 2,
+            max_depth: 64,
+            max_values: 250_000,
+            body_timeout: Duration::from_secs(30),
+            rate_limit_per_sec: 10_000.0,
+            rate_limit_burst: 20_000.0,
+            tenant_rate_limits: HashMap::new(),
         }
     }
 }
@@ -73,6 +95,34 @@ impl Validate for Config {
         }
         if self.ingest.max_batch == 0 {
             problems.push("ingest.max_batch must be at least 1".to_owned());
+        }
+        if !(2..=1024).contains(&self.ingest.max_depth) {
+            problems.push("ingest.max_depth must be between 2 and 1024".to_owned());
+        }
+        if self.ingest.max_values < 16 {
+            problems.push("ingest.max_values must be at least 16".to_owned());
+        }
+        if self.ingest.body_timeout.is_zero() {
+            problems.push("ingest.body_timeout must be above zero".to_owned());
+        }
+        let rates = std::iter::once((
+            "ingest.rate_limit_per_sec".to_owned(),
+            self.ingest.rate_limit_per_sec,
+        ))
+        .chain(std::iter::once((
+            "ingest.rate_limit_burst".to_owned(),
+            self.ingest.rate_limit_burst,
+        )))
+        .chain(
+            self.ingest
+                .tenant_rate_limits
+                .iter()
+                .map(|(t, r)| (format!("ingest.tenant_rate_limits.{t}"), *r)),
+        );
+        for (name, rate) in rates {
+            if !(rate.is_finite() && rate > 0.0) {
+                problems.push(format!("{name} must be a positive number"));
+            }
         }
         self.nats.validate(problems);
         self.postgres.validate(problems);

@@ -18,6 +18,7 @@ use crate::Config;
 use crate::auth::KeyResolver;
 use crate::formats::{self, FormatError};
 use crate::generic::{BodyError, parse_generic_body};
+use crate::limits::{RateLimiter, check_shape};
 use crate::publish::publish_alerts;
 
 #[derive(Clone)]
@@ -31,6 +32,10 @@ struct Inner {
     max_body_bytes: usize,
     max_batch: usize,
     retry_after_secs: u32,
+    max_depth: usize,
+    max_values: usize,
+    body_timeout: std::time::Duration,
+    limiter: RateLimiter,
 }
 
 impl AppState {
@@ -48,6 +53,14 @@ impl AppState {
             max_body_bytes: config.ingest.max_body_bytes,
             max_batch: config.ingest.max_batch,
             retry_after_secs: config.ingest.retry_after_secs,
+            max_depth: config.ingest.max_depth,
+            max_values: config.ingest.max_values,
+            body_timeout: config.ingest.body_timeout,
+            limiter: RateLimiter::new(
+                config.ingest.rate_limit_per_sec,
+                config.ingest.rate_limit_burst,
+                config.ingest.tenant_rate_limits.clone(),
+            ),
         }))
     }
 }
@@ -168,9 +181,23 @@ async fn read_body(
     if declared.is_some_and(|len| len > state.max_body_bytes) {
         return Err(too_large());
     }
-    to_bytes(body, state.max_body_bytes)
+    let bytes = match tokio::time::timeout(state.body_timeout, to_bytes(body, state.max_body_bytes))
         .await
-        .map_err(|_| too_large())
+    {
+        Ok(result) => result.map_err(|_| too_large())?,
+        Err(_) => {
+            return Err(Problem::new(
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "the request body did not arrive within {} s",
+                    state.body_timeout.as_secs()
+                ),
+            ));
+        }
+    };
+    check_shape(&bytes, state.max_depth, state.max_values)
+        .map_err(|e| Problem::new(StatusCode::BAD_REQUEST, e.to_string()))?;
+    Ok(bytes)
 }
 
 /// Stamps tenant, ids and receipt time on normalized alerts and publishes them; returns the
@@ -180,6 +207,19 @@ async fn accept(
     tenant: &str,
     mut alerts: Vec<tocsin_proto::v1::Alert>,
 ) -> Result<Vec<String>, Problem> {
+    if let Err(wait) = state.limiter.take(tenant, alerts.len()) {
+        let secs = u32::try_from(wait.as_secs().saturating_add(1)).unwrap_or(u32::MAX);
+        tracing::debug!(%tenant, count = alerts.len(), retry_after = secs, "tenant over its alert rate");
+        return Err(Problem {
+            retry_after: Some(secs),
+            ..Problem::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!(
+                    "tenant over its alert rate; retry after {secs} s (nothing of this request was accepted)"
+                ),
+            )
+        });
+    }
     let received_at_ms =
         i64::try_from(OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000)
             .unwrap_or(i64::MAX);

@@ -8,6 +8,7 @@ pub mod config;
 pub mod formats;
 mod generic;
 mod http;
+pub mod limits;
 mod publish;
 
 use std::net::SocketAddr;
