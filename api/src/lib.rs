@@ -30,6 +30,7 @@ mod observables;
 mod playbooks;
 mod routes;
 mod runs;
+mod webhooks;
 
 use crate::common::AppState;
 

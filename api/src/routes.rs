@@ -12,7 +12,7 @@ use axum::routing::{MethodRouter, delete, get, patch, post, put};
 use tocsin_store::keys::Role;
 
 use crate::common::{Access, AppState, authorize};
-use crate::{admin, alerts, approvals, cases, grouping, observables, playbooks, runs};
+use crate::{admin, alerts, approvals, cases, grouping, observables, playbooks, runs, webhooks};
 
 /// The OpenAPI 3.1 document describing every route below.
 pub(crate) const OPENAPI: &str = include_str!("../openapi.json");
@@ -130,6 +130,36 @@ pub(crate) fn table() -> Vec<Route> {
         route(admin, M::PUT, "/v1/secrets/{name}", admin::put_secret),
         route(admin, M::DELETE, "/v1/secrets/{name}", admin::delete_secret),
         route(admin, M::GET, "/v1/audit", admin::list_audit),
+        route(
+            admin,
+            M::GET,
+            "/v1/webhook-secrets",
+            webhooks::list_webhook_secrets,
+        ),
+        route(
+            admin,
+            M::POST,
+            "/v1/webhook-secrets",
+            webhooks::create_webhook_secret,
+        ),
+        route(
+            admin,
+            M::DELETE,
+            "/v1/webhook-secrets/{id}",
+            webhooks::delete_webhook_secret,
+        ),
+        route(
+            admin,
+            M::PUT,
+            "/v1/webhook-settings",
+            webhooks::put_webhook_settings,
+        ),
+        route(
+            viewer,
+            M::GET,
+            "/v1/rejected-events",
+            webhooks::list_rejected_events,
+        ),
         route(public, M::GET, "/v1/openapi.json", openapi),
         route(public, M::GET, "/healthz", healthz),
         route(public, M::GET, "/readyz", crate::readyz),

@@ -33,10 +33,10 @@ K8S_VERSIONS = ("1.30.0", "1.34.0")
 # these. From ingest/src/config.rs, scheduler/src/config.rs, worker/src/config.rs,
 # api/src/lib.rs and cli/src/stack.rs (StackConfig: migrate, deploy, tenant, key, secret).
 SECTIONS = {
-    "ingest": {"ingest", "nats", "postgres", "telemetry", "shutdown"},
+    "ingest": {"ingest", "nats", "postgres", "secrets", "telemetry", "shutdown"},
     "scheduler": {"scheduler", "nats", "postgres", "telemetry", "shutdown"},
     "worker": {"worker", "nats", "postgres", "secrets", "telemetry", "shutdown"},
-    "api": {"api", "postgres", "telemetry", "shutdown"},
+    "api": {"api", "postgres", "secrets", "telemetry", "shutdown"},
     "stack": {"ingest", "scheduler", "worker", "api", "nats", "postgres", "secrets", "telemetry", "shutdown"},
 }
 STACK_COMMANDS = {"migrate", "deploy", "tenant", "key", "secret"}

@@ -376,10 +376,11 @@ def test_secrets_come_from_secret_references_only(rendered: Rendered) -> None:
         assert obj["kind"] != "Secret", "the chart references Secrets, it never creates them"
 
 
-def test_master_key_reaches_workers_only(multipool_render: Rendered) -> None:
+def test_master_key_reaches_only_workers_ingest_and_api(multipool_render: Rendered) -> None:
+    # Workers decrypt playbook secrets, ingest webhook signing secrets, the API stores both.
     for workload in multipool_render.workloads():
         env = env_of(container(workload))
-        if command_of(workload) == "worker":
+        if command_of(workload) in ("worker", "ingest", "api"):
             assert env["TOCSIN_SECRETS__MASTER_KEY"] == ("secret", "tocsin-master-key", "master-key")
         else:
             assert "TOCSIN_SECRETS__MASTER_KEY" not in env

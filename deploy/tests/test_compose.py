@@ -212,7 +212,7 @@ def test_secrets_are_required_variables_never_literals(compose: dict[str, Any]) 
         if "TOCSIN_NATS__URL" in env:
             assert "${NATS_PASSWORD:?" in env["TOCSIN_NATS__URL"]
         if "TOCSIN_SECRETS__MASTER_KEY" in env:
-            assert name in ("worker", "admin")
+            assert name in ("worker", "ingest", "api", "admin")
             assert env["TOCSIN_SECRETS__MASTER_KEY"].startswith("${TOCSIN_MASTER_KEY:?")
     assert "TOCSIN_SECRETS__MASTER_KEY" in compose["services"]["worker"]["environment"]
 

@@ -5,7 +5,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tocsin_core::config::{NatsConfig, PostgresConfig, ShutdownConfig, TelemetryConfig, Validate};
+use tocsin_core::config::{
+    NatsConfig, PostgresConfig, SecretsConfig, ShutdownConfig, TelemetryConfig, Validate,
+};
 
 /// Ingest service configuration.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -17,6 +19,9 @@ pub struct Config {
     pub nats: NatsConfig,
     /// PostgreSQL (ingest keys).
     pub postgres: PostgresConfig,
+    /// The master key, to read tenants' webhook signing secrets (without it, signed
+    /// webhooks cannot be verified and are refused with 503).
+    pub secrets: SecretsConfig,
     /// Logging.
     pub telemetry: TelemetryConfig,
     /// Draining.
@@ -50,6 +55,9 @@ pub struct IngestSection {
     pub rate_limit_per_sec: f64,
     /// Alerts a tenant may send at once above its rate (at least one second of its rate).
     pub rate_limit_burst: f64,
+    /// How far a signed webhook's `webhook-timestamp` may be from now.
+    #[serde(with = "humantime_serde")]
+    pub signature_tolerance: Duration,
     /// Per-tenant rates overriding `rate_limit_per_sec` (`{ acme = 50.0 }`); such a tenant
     /// bursts one second of its rate.
     pub tenant_rate_limits: HashMap<String, f64>,
@@ -69,6 +77,7 @@ impl Default for IngestSection {
             rate_limit_per_sec: 10_000.0,
             rate_limit_burst: 20_000.0,
             tenant_rate_limits: HashMap::new(),
+            signature_tolerance: Duration::from_secs(300),
         }
     }
 }
@@ -82,6 +91,7 @@ impl Default for Config {
                 max_connections: 4,
                 ..PostgresConfig::default()
             },
+            secrets: SecretsConfig::default(),
             telemetry: TelemetryConfig::default(),
             shutdown: ShutdownConfig::default(),
         }
@@ -126,6 +136,7 @@ impl Validate for Config {
         }
         self.nats.validate(problems);
         self.postgres.validate(problems);
+        self.secrets.validate(problems);
         self.telemetry.validate(problems);
         self.shutdown.validate(problems);
     }

@@ -20,22 +20,25 @@ use crate::formats::{self, FormatError};
 use crate::generic::{BodyError, parse_generic_body};
 use crate::limits::{RateLimiter, check_shape};
 use crate::publish::publish_alerts;
+use crate::signature::{SignatureError, SigningCache, parse_headers, verify};
 
 #[derive(Clone)]
-pub(crate) struct AppState(Arc<Inner>);
+pub(crate) struct AppState(pub(crate) Arc<Inner>);
 
-struct Inner {
-    nats: async_nats::Client,
-    js: async_nats::jetstream::Context,
+pub(crate) struct Inner {
+    pub(crate) nats: async_nats::Client,
+    pub(crate) js: async_nats::jetstream::Context,
     keys: KeyResolver,
-    store: tocsin_store::Store,
-    max_body_bytes: usize,
-    max_batch: usize,
-    retry_after_secs: u32,
-    max_depth: usize,
-    max_values: usize,
+    pub(crate) store: tocsin_store::Store,
+    pub(crate) max_body_bytes: usize,
+    pub(crate) max_batch: usize,
+    pub(crate) retry_after_secs: u32,
+    pub(crate) max_depth: usize,
+    pub(crate) max_values: usize,
     body_timeout: std::time::Duration,
-    limiter: RateLimiter,
+    pub(crate) limiter: RateLimiter,
+    signing: SigningCache,
+    signature_tolerance_secs: i64,
 }
 
 impl AppState {
@@ -44,8 +47,12 @@ impl AppState {
         nats: async_nats::Client,
         js: async_nats::jetstream::Context,
         store: tocsin_store::Store,
+        master: Option<tocsin_store::secrets::MasterKey>,
     ) -> Self {
         Self(Arc::new(Inner {
+            signing: SigningCache::new(store.clone(), master, config.ingest.key_cache_ttl),
+            signature_tolerance_secs: i64::try_from(config.ingest.signature_tolerance.as_secs())
+                .unwrap_or(i64::MAX),
             nats,
             js,
             keys: KeyResolver::new(store.clone(), config.ingest.key_cache_ttl),
@@ -87,6 +94,7 @@ async fn post_alerts(
     let state = &state.0;
     let tenant = authenticate(state, &headers).await?;
     let bytes = read_body(state, &headers, body).await?;
+    let receipt = check_signature(state, &tenant, &headers, &bytes).await?;
     let alerts = parse_generic_body(&bytes, state.max_batch).map_err(|e| match e {
         BodyError::TooMany { .. } => Problem::new(StatusCode::PAYLOAD_TOO_LARGE, e.to_string()),
         BodyError::Invalid(inner) => Problem {
@@ -94,7 +102,7 @@ async fn post_alerts(
             ..Problem::new(StatusCode::BAD_REQUEST, inner.to_string())
         },
     })?;
-    let ids = accept(state, &tenant, alerts).await?;
+    let ids = accept_signed(state, &tenant, alerts, receipt.as_deref()).await?;
     Ok(json_response(
         StatusCode::ACCEPTED,
         &json!({ "alert_ids": ids }),
@@ -121,6 +129,7 @@ async fn post_webhook(
     }
     let tenant = authenticate(state, &headers).await?;
     let bytes = read_body(state, &headers, body).await?;
+    let receipt = check_signature(state, &tenant, &headers, &bytes).await?;
     let normalized =
         formats::normalize(&source, &bytes, state.max_batch).map_err(|e| match &e {
             FormatError::UnknownSource { .. } => Problem::new(StatusCode::NOT_FOUND, e.to_string()),
@@ -138,7 +147,7 @@ async fn post_webhook(
             FormatError::Empty => Problem::new(StatusCode::BAD_REQUEST, e.to_string()),
         })?;
     let skipped = normalized.skipped;
-    let ids = accept(state, &tenant, normalized.alerts).await?;
+    let ids = accept_signed(state, &tenant, normalized.alerts, receipt.as_deref()).await?;
     Ok(json_response(
         StatusCode::ACCEPTED,
         &json!({ "alert_ids": ids, "skipped": skipped }),
@@ -198,6 +207,90 @@ async fn read_body(
     check_shape(&bytes, state.max_depth, state.max_values)
         .map_err(|e| Problem::new(StatusCode::BAD_REQUEST, e.to_string()))?;
     Ok(bytes)
+}
+
+/// Verifies a signed request (Standard Webhooks) against the tenant's signing secrets, and
+/// refuses an unsigned one when the tenant requires signatures. Returns the message id of a
+/// signed request, for [`accept_signed`].
+async fn check_signature(
+    state: &Inner,
+    tenant: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Option<String>, Problem> {
+    let refused = |e: SignatureError| Problem::unauthorized(e.to_string());
+    let signed = parse_headers(headers).map_err(refused)?;
+    let signing = match state.signing.get(tenant).await {
+        Ok(s) => s,
+        Err(tocsin_store::secrets::SecretError::Store(error)) => {
+            tracing::warn!(%error, "webhook signing lookup failed");
+            return Err(unavailable(state, "key store unavailable; retry later"));
+        }
+        Err(error) => {
+            tracing::error!(%tenant, %error, "webhook signing secrets do not open");
+            return Err(Problem::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the tenant's webhook secrets cannot be read with this deployment's master key",
+            ));
+        }
+    };
+    let Some(signed) = signed else {
+        if signing.require_signatures {
+            return Err(refused(SignatureError::Missing(
+                "all three: this tenant requires signed webhooks",
+            )));
+        }
+        return Ok(None);
+    };
+    if signing.keys.is_empty() && !state.signing.has_master_key() {
+        return Err(unavailable(
+            state,
+            "this ingest instance has no master key to verify webhook signatures",
+        ));
+    }
+    let now = OffsetDateTime::now_utc().unix_timestamp();
+    verify(
+        &signed,
+        body,
+        &signing.keys,
+        now,
+        state.signature_tolerance_secs,
+    )
+    .map_err(refused)?;
+    Ok(Some(signed.id))
+}
+
+/// [`accept`], refusing a replayed message id of a signed request (409) and forgetting the
+/// id again when the alerts could not be accepted, so that the sender's retry passes.
+async fn accept_signed(
+    state: &Inner,
+    tenant: &str,
+    alerts: Vec<tocsin_proto::v1::Alert>,
+    message_id: Option<&str>,
+) -> Result<Vec<String>, Problem> {
+    let Some(message_id) = message_id else {
+        return accept(state, tenant, alerts).await;
+    };
+    match state.store.record_webhook_receipt(tenant, message_id).await {
+        Ok(true) => {}
+        Ok(false) => {
+            return Err(Problem::new(
+                StatusCode::CONFLICT,
+                format!("webhook message {message_id} was accepted before (replay refused)"),
+            ));
+        }
+        Err(error) => {
+            tracing::warn!(%error, "webhook receipt could not be recorded");
+            return Err(unavailable(state, "key store unavailable; retry later"));
+        }
+    }
+    let result = accept(state, tenant, alerts).await;
+    if result.is_err()
+        && let Err(error) = state.store.forget_webhook_receipt(tenant, message_id).await
+    {
+        tracing::warn!(%error, "webhook receipt could not be forgotten; a retry will get 409");
+    }
+    result
 }
 
 /// Stamps tenant, ids and receipt time on normalized alerts and publishes them; returns the

@@ -8,8 +8,10 @@ pub mod config;
 pub mod formats;
 mod generic;
 mod http;
+mod intake;
 pub mod limits;
 mod publish;
+pub mod signature;
 
 use std::net::SocketAddr;
 
@@ -27,6 +29,9 @@ pub enum IngestError {
     /// The database could not be reached.
     #[error("failed to connect to postgres")]
     Store(#[from] tocsin_store::StoreError),
+    /// The configured master key is not usable.
+    #[error("invalid [secrets] master_key")]
+    MasterKey(#[from] tocsin_store::secrets::SecretError),
     /// The listener could not be bound or the server failed.
     #[error("failed to serve http on {addr}")]
     Serve {
@@ -58,6 +63,12 @@ impl std::fmt::Debug for Server {
 impl Server {
     /// Connects to NATS and Postgres, prepares the streams and binds the listener.
     pub async fn bind(config: Config) -> Result<Self, IngestError> {
+        let master = config
+            .secrets
+            .master_key
+            .as_ref()
+            .map(|k| tocsin_store::secrets::MasterKey::from_base64(k.expose()))
+            .transpose()?;
         let nats = tocsin_core::nats::connect(&config.nats, "tocsin-ingest").await?;
         let js = tocsin_core::nats::jetstream(nats.clone(), &config.nats);
         tocsin_core::nats::ensure_streams_with_retry(
@@ -73,7 +84,7 @@ impl Server {
                 addr: config.ingest.listen,
                 source,
             })?;
-        let state = http::AppState::new(&config, nats.clone(), js, store.clone());
+        let state = http::AppState::new(&config, nats.clone(), js, store.clone(), master);
         Ok(Self {
             listener,
             state,
@@ -92,6 +103,12 @@ impl Server {
     /// waits for its PubAcks), drains NATS and closes the pool.
     pub async fn serve(self, shutdown: Shutdown) -> Result<(), IngestError> {
         let addr = self.config.ingest.listen;
+        let intake = shutdown.child();
+        let intake_task = tokio::spawn(intake::consume(
+            self.state.0.clone(),
+            self.config.clone(),
+            intake.clone(),
+        ));
         let app = http::router(self.state);
         tracing::info!(addr = ?self.listener.local_addr().ok(), "ingest listening");
         let token = shutdown.token().clone();
@@ -99,6 +116,11 @@ impl Server {
             .with_graceful_shutdown(async move { token.cancelled().await })
             .await
             .map_err(|source| IngestError::Serve { addr, source })?;
+        // HTTP is drained; stop pulling from INGEST and let in-flight events settle.
+        intake.cancel();
+        if intake_task.await.is_err() {
+            tracing::error!("the ingest stream consumer panicked");
+        }
         let grace = self.config.shutdown.grace;
         if tokio::time::timeout(grace, self.nats.drain())
             .await

@@ -77,6 +77,7 @@ struct Other {
     approval: String,
     observable: String,
     key_id: String,
+    webhook_secret: String,
 }
 
 async fn populate_other(stack: &TestStack) -> Other {
@@ -105,6 +106,11 @@ async fn populate_other(stack: &TestStack) -> Other {
     stack
         .store
         .set_secret(&master, OTHER, "b_only_secret", "b-secret-value")
+        .await
+        .unwrap();
+    let (webhook_secret, _) = stack
+        .store
+        .create_webhook_secret(&master, OTHER, "b")
         .await
         .unwrap();
 
@@ -168,6 +174,7 @@ async fn populate_other(stack: &TestStack) -> Other {
             .unwrap()
             .to_owned(),
         key_id: api.id.to_string(),
+        webhook_secret: webhook_secret.id.to_string(),
     }
 }
 
@@ -209,6 +216,7 @@ async fn another_tenants_ids_answer_404_everywhere_and_nothing_of_it_changes() {
             "approvals" => template.replace("{id}", &b.approval),
             "observables" => template.replace("{id}", &b.observable),
             "keys" => template.replace("{id}", &b.key_id),
+            "webhook-secrets" => template.replace("{id}", &b.webhook_secret),
             "secrets" => template.replace("{name}", "b_only_secret"),
             "playbooks" => template.replace("{name}", "other_only"),
             other => panic!("no tenant-B value for {template} ({other}): extend this test"),
@@ -285,6 +293,8 @@ async fn another_tenants_ids_answer_404_everywhere_and_nothing_of_it_changes() {
     );
     let secrets = get("/v1/secrets".to_owned()).await;
     assert!(secrets.to_string().contains("b_only_secret"), "{secrets:#}");
+    let webhook_secrets = get("/v1/webhook-secrets".to_owned()).await;
+    assert_eq!(webhook_secrets["items"].as_array().unwrap().len(), 1);
     let playbooks = get("/v1/playbooks".to_owned()).await;
     assert!(
         playbooks["items"]

@@ -397,7 +397,11 @@ async fn on_event(
                     reply.error = error;
                 }
                 StepDecision::Abort { status, reason } => {
-                    tracing::warn!(seq, %status, %reason, "step aborts the run");
+                    if status.is_suspended() {
+                        tracing::info!(seq, %status, %reason, "run suspends");
+                    } else {
+                        tracing::warn!(seq, %status, %reason, "step aborts the run");
+                    }
                     reply.set_decision(Decision::Abort);
                     reply.status = status.as_str().to_owned();
                     reply.reason = reason;

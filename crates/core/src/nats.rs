@@ -31,12 +31,26 @@ pub enum NatsSetupError {
 }
 
 /// Connects to NATS, failing if the first connection cannot be made within
-/// `connect_timeout`; afterwards the client reconnects on its own, forever.
+/// `connect_timeout`; afterwards the client reconnects on its own, forever. Credentials in
+/// the URL (`nats://user:password@host:4222`, or `nats://token@host:4222`) are used.
 pub async fn connect(
     config: &NatsConfig,
     name: &str,
 ) -> Result<async_nats::Client, NatsSetupError> {
-    let client = async_nats::ConnectOptions::new()
+    // async-nats ignores credentials in the URL; take them from it here.
+    let options = match config.url.parse::<async_nats::ServerAddr>() {
+        Ok(addr) => match (addr.username(), addr.password()) {
+            (Some(user), Some(password)) => async_nats::ConnectOptions::with_user_and_password(
+                percent_decode(user),
+                percent_decode(password),
+            ),
+            (Some(token), None) => async_nats::ConnectOptions::with_token(percent_decode(token)),
+            _ => async_nats::ConnectOptions::new(),
+        },
+        // The connect below reports the bad URL.
+        Err(_) => async_nats::ConnectOptions::new(),
+    };
+    let client = options
         .name(name)
         .connection_timeout(config.connect_timeout)
         .max_reconnects(None)
@@ -49,6 +63,26 @@ pub async fn connect(
     Ok(client)
 }
 
+/// Decodes `%XX` escapes of URL userinfo (a password may hold `@`, `:` or `/`).
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && let Some(hex) = text.get(i + 1..i + 3)
+            && let Ok(b) = u8::from_str_radix(hex, 16)
+        {
+            out.push(b);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// A JetStream context whose requests (publish acks included) time out after
 /// `publish_timeout`.
 pub fn jetstream(client: async_nats::Client, config: &NatsConfig) -> jetstream::Context {
@@ -57,7 +91,7 @@ pub fn jetstream(client: async_nats::Client, config: &NatsConfig) -> jetstream::
     context
 }
 
-/// Creates or updates the ALERTS and RUNS streams.
+/// Creates or updates the ALERTS, RUNS and INGEST streams.
 pub async fn ensure_streams(
     js: &jetstream::Context,
     config: &NatsConfig,
@@ -83,9 +117,21 @@ pub async fn ensure_streams(
         duplicate_window: config.duplicate_window,
         ..Default::default()
     };
+    // Raw events SIEMs publish; kept like alerts, so a fixed normalizer can replay them.
+    let ingest = stream::Config {
+        name: subjects::INGEST_STREAM.to_owned(),
+        subjects: vec![subjects::INGEST_SUBJECTS.to_owned()],
+        retention: stream::RetentionPolicy::Limits,
+        max_age: config.alerts_max_age,
+        storage: stream::StorageType::File,
+        num_replicas: config.replicas,
+        duplicate_window: config.duplicate_window,
+        ..Default::default()
+    };
     for (name, cfg) in [
         (subjects::ALERTS_STREAM, alerts),
         (subjects::RUNS_STREAM, runs),
+        (subjects::INGEST_STREAM, ingest),
     ] {
         ensure_stream(js, name, cfg).await?;
     }

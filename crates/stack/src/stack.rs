@@ -47,6 +47,7 @@ impl StackConfig {
                 max_connections: 4,
                 ..self.postgres.clone()
             },
+            secrets: self.secrets.clone(),
             telemetry: self.telemetry.clone(),
             shutdown: self.shutdown.clone(),
         }

@@ -26,10 +26,12 @@ pub mod keys;
 pub mod observables;
 pub mod operator;
 pub mod page;
+pub mod rejected;
 pub mod runs;
 pub mod secrets;
 pub mod system;
 pub mod tenants;
+pub mod webhooks;
 
 use std::time::Duration;
 
@@ -106,9 +108,11 @@ impl Store {
             .map_err(StoreError::from_sqlx)?;
         let _ = conn.close().await;
         if role.is_none() {
-            tracing::warn!(
+            // Normal right before `tocsin migrate`; a service started without migrating
+            // fails its queries until the migrations have created the role.
+            tracing::info!(
                 role = APP_ROLE,
-                "the database has no application role yet: run `tocsin migrate`"
+                "the database has no application role yet (`tocsin migrate` creates it)"
             );
         }
         Ok(Self {

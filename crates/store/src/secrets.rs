@@ -35,7 +35,7 @@ impl fmt::Debug for MasterKey {
 }
 
 /// A tenant's data key, unwrapped (memory only).
-struct DataKey([u8; 32]);
+pub(crate) struct DataKey([u8; 32]);
 
 /// A master key or a secret could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -66,7 +66,7 @@ impl From<sqlx::Error> for SecretError {
     }
 }
 
-fn random<const N: usize>() -> [u8; N] {
+pub(crate) fn random<const N: usize>() -> [u8; N] {
     let mut bytes = [0u8; N];
     rand::rngs::OsRng.fill_bytes(&mut bytes);
     bytes
@@ -157,6 +157,16 @@ impl MasterKey {
 }
 
 impl DataKey {
+    /// Seals arbitrary bytes bound to `aad` (for other tenant-owned secrets).
+    pub(crate) fn seal_bytes(&self, plain: &[u8], aad: &[u8]) -> Option<([u8; 12], Vec<u8>)> {
+        aes_seal(&self.0, plain, aad)
+    }
+
+    /// Opens what [`DataKey::seal_bytes`] sealed with the same `aad`.
+    pub(crate) fn open_bytes(&self, nonce: &[u8], sealed: &[u8], aad: &[u8]) -> Option<Vec<u8>> {
+        aes_open(&self.0, nonce, sealed, aad)
+    }
+
     fn seal(
         &self,
         tenant: &str,
@@ -187,7 +197,7 @@ async fn read_data_key(
 
 /// The tenant's data key, created (and wrapped under `master`) on first use. Concurrent
 /// first uses agree: the first insert wins and everyone reads it back.
-async fn data_key(
+pub(crate) async fn data_key(
     tx: &mut sqlx::PgConnection,
     master: &MasterKey,
     tenant: &str,
