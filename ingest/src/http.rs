@@ -1,4 +1,5 @@
-//! HTTP surface: `POST /v1/alerts`, `GET /healthz`, `GET /readyz`.
+//! HTTP surface: `POST /v1/alerts`, `POST /v1/webhooks/{source}`, `GET /healthz`,
+//! `GET /readyz`, and the Splunk HEC routes of [`crate::hec`].
 
 use std::sync::Arc;
 
@@ -18,19 +19,19 @@ use crate::Config;
 use crate::auth::KeyResolver;
 use crate::formats::{self, FormatError};
 use crate::generic::{BodyError, parse_generic_body};
-use crate::publish::publish_alerts;
+use crate::publish::{PublishError, publish_alerts};
 
 #[derive(Clone)]
-pub(crate) struct AppState(Arc<Inner>);
+pub(crate) struct AppState(pub(crate) Arc<Inner>);
 
-struct Inner {
-    nats: async_nats::Client,
+pub(crate) struct Inner {
+    pub(crate) nats: async_nats::Client,
     js: async_nats::jetstream::Context,
-    keys: KeyResolver,
+    pub(crate) keys: KeyResolver,
     store: tocsin_store::Store,
     max_body_bytes: usize,
-    max_batch: usize,
-    retry_after_secs: u32,
+    pub(crate) max_batch: usize,
+    pub(crate) retry_after_secs: u32,
 }
 
 impl AppState {
@@ -58,11 +59,19 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/v1/webhooks/{source}", post(post_webhook))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
+        .merge(crate::hec::routes())
         .with_state(state)
 }
 
 fn unavailable(state: &Inner, detail: &str) -> Problem {
     Problem::unavailable(detail, state.retry_after_secs)
+}
+
+fn stream_unavailable(state: &Inner) -> Problem {
+    unavailable(
+        state,
+        "alert stream unavailable; retry later (a retried alert is deduplicated)",
+    )
 }
 
 /// `POST /v1/alerts`: Tocsin's generic format.
@@ -81,7 +90,9 @@ async fn post_alerts(
             ..Problem::new(StatusCode::BAD_REQUEST, inner.to_string())
         },
     })?;
-    let ids = accept(state, &tenant, alerts).await?;
+    let ids = accept(state, &tenant, alerts)
+        .await
+        .map_err(|_| stream_unavailable(state))?;
     Ok(json_response(
         StatusCode::ACCEPTED,
         &json!({ "alert_ids": ids }),
@@ -125,7 +136,9 @@ async fn post_webhook(
             FormatError::Empty => Problem::new(StatusCode::BAD_REQUEST, e.to_string()),
         })?;
     let skipped = normalized.skipped;
-    let ids = accept(state, &tenant, normalized.alerts).await?;
+    let ids = accept(state, &tenant, normalized.alerts)
+        .await
+        .map_err(|_| stream_unavailable(state))?;
     Ok(json_response(
         StatusCode::ACCEPTED,
         &json!({ "alert_ids": ids, "skipped": skipped }),
@@ -149,37 +162,48 @@ async fn authenticate(state: &Inner, headers: &HeaderMap) -> Result<String, Prob
     }
 }
 
-/// The body, refused with 413 past the limit (declared or actual).
-async fn read_body(
+/// A request body past `ingest.max_body_bytes` (declared or actual): answered 413.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("request body exceeds {max} bytes")]
+pub(crate) struct BodyTooLarge {
+    /// The limit.
+    pub(crate) max: usize,
+}
+
+impl From<BodyTooLarge> for Problem {
+    fn from(e: BodyTooLarge) -> Self {
+        Problem::new(StatusCode::PAYLOAD_TOO_LARGE, e.to_string())
+    }
+}
+
+/// The body, refused past the limit (declared or actual).
+pub(crate) async fn read_body(
     state: &Inner,
     headers: &HeaderMap,
     body: Body,
-) -> Result<bytes::Bytes, Problem> {
-    let too_large = || {
-        Problem::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("request body exceeds {} bytes", state.max_body_bytes),
-        )
+) -> Result<bytes::Bytes, BodyTooLarge> {
+    let too_large = BodyTooLarge {
+        max: state.max_body_bytes,
     };
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|len| len > state.max_body_bytes) {
-        return Err(too_large());
+        return Err(too_large);
     }
     to_bytes(body, state.max_body_bytes)
         .await
-        .map_err(|_| too_large())
+        .map_err(|_| too_large)
 }
 
 /// Stamps tenant, ids and receipt time on normalized alerts and publishes them; returns the
-/// alert ids once JetStream acknowledged every one (503 otherwise).
-async fn accept(
+/// alert ids once JetStream acknowledged every one (the caller answers 503 otherwise).
+pub(crate) async fn accept(
     state: &Inner,
     tenant: &str,
     mut alerts: Vec<tocsin_proto::v1::Alert>,
-) -> Result<Vec<String>, Problem> {
+) -> Result<Vec<String>, PublishError> {
     let received_at_ms =
         i64::try_from(OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000)
             .unwrap_or(i64::MAX);
@@ -194,10 +218,7 @@ async fn accept(
     }
     if let Err(error) = publish_alerts(&state.nats, &state.js, &alerts).await {
         tracing::warn!(%tenant, count = alerts.len(), error = %error, "alerts not accepted: jetstream unavailable");
-        return Err(unavailable(
-            state,
-            "alert stream unavailable; retry later (a retried alert is deduplicated)",
-        ));
+        return Err(error);
     }
     tracing::debug!(%tenant, count = ids.len(), "alerts accepted");
     Ok(ids)
