@@ -14,6 +14,8 @@ use time::format_description::well_known::Rfc3339;
 use tocsin_proto::types::{OBSERVABLE_TYPES, Severity};
 use tocsin_proto::v1;
 
+/// Longest accepted `source`, in bytes.
+pub(crate) const MAX_SOURCE: usize = 64;
 const MAX_TITLE: usize = 1_000;
 const MAX_DESCRIPTION: usize = 64 * 1024;
 const MAX_SOURCE_REF: usize = 512;
@@ -135,6 +137,16 @@ pub enum BodyError {
     },
 }
 
+/// Whether `source` is a source name an alert may carry: 1-64 characters of a-z, 0-9,
+/// '-', '_', '.' (what the generic format accepts after lowercasing).
+pub(crate) fn is_valid_source(source: &str) -> bool {
+    !source.is_empty()
+        && source.len() <= MAX_SOURCE
+        && source.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_' | b'.')
+        })
+}
+
 fn field_err(line: usize, field: &'static str, message: impl Into<String>) -> NormalizeError {
     NormalizeError::Field {
         line,
@@ -187,14 +199,10 @@ fn normalize(line: usize, mut map: Map<String, Value>) -> Result<v1::Alert, Norm
             ));
         }
     };
-    let source = take_string(&mut map, line, "source", 64)?
+    let source = take_string(&mut map, line, "source", MAX_SOURCE)?
         .map(|s| s.trim().to_ascii_lowercase())
         .unwrap_or_else(|| "generic".to_owned());
-    if source.is_empty()
-        || !source
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-    {
+    if !is_valid_source(&source) {
         return Err(field_err(
             line,
             "source",

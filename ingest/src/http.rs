@@ -1,4 +1,5 @@
-//! HTTP surface: `POST /v1/alerts`, `GET /healthz`, `GET /readyz`.
+//! HTTP surface: `POST /v1/alerts`, `POST /v1/webhooks/{source}`, `GET /healthz`,
+//! `GET /readyz`, and the Splunk HEC routes of [`crate::hec`].
 
 use std::sync::Arc;
 
@@ -18,8 +19,8 @@ use crate::Config;
 use crate::auth::KeyResolver;
 use crate::formats::{self, FormatError};
 use crate::generic::{BodyError, parse_generic_body};
-use crate::limits::{RateLimiter, check_shape};
-use crate::publish::publish_alerts;
+use crate::limits::{RateLimiter, ShapeError, check_shape};
+use crate::publish::{PublishError, publish_alerts};
 use crate::signature::{SignatureError, SigningCache, parse_headers, verify};
 
 #[derive(Clone)]
@@ -28,7 +29,7 @@ pub(crate) struct AppState(pub(crate) Arc<Inner>);
 pub(crate) struct Inner {
     pub(crate) nats: async_nats::Client,
     pub(crate) js: async_nats::jetstream::Context,
-    keys: KeyResolver,
+    pub(crate) keys: KeyResolver,
     pub(crate) store: tocsin_store::Store,
     pub(crate) max_body_bytes: usize,
     pub(crate) max_batch: usize,
@@ -78,6 +79,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/v1/webhooks/{source}", post(post_webhook))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
+        .merge(crate::hec::routes())
         .with_state(state)
 }
 
@@ -171,41 +173,65 @@ async fn authenticate(state: &Inner, headers: &HeaderMap) -> Result<String, Prob
     }
 }
 
-/// The body, refused with 413 past the limit (declared or actual).
-async fn read_body(
+/// Why a request body was not read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum ReadBodyError {
+    /// Past `ingest.max_body_bytes` (declared or actual): 413.
+    #[error("request body exceeds {max} bytes")]
+    TooLarge {
+        /// The limit.
+        max: usize,
+    },
+    /// Not all there within `ingest.body_timeout`: 408.
+    #[error("the request body did not arrive within {secs} s")]
+    Timeout {
+        /// The limit.
+        secs: u64,
+    },
+    /// Nested too deep or too many values: 400.
+    #[error(transparent)]
+    Shape(#[from] ShapeError),
+}
+
+impl From<ReadBodyError> for Problem {
+    fn from(e: ReadBodyError) -> Self {
+        let status = match e {
+            ReadBodyError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ReadBodyError::Timeout { .. } => StatusCode::REQUEST_TIMEOUT,
+            ReadBodyError::Shape(_) => StatusCode::BAD_REQUEST,
+        };
+        Problem::new(status, e.to_string())
+    }
+}
+
+/// The body: refused past the size limit (declared or actual), when it arrives too slowly,
+/// and when its shape (depth, number of values) is past the limits — before any parsing.
+pub(crate) async fn read_body(
     state: &Inner,
     headers: &HeaderMap,
     body: Body,
-) -> Result<bytes::Bytes, Problem> {
-    let too_large = || {
-        Problem::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("request body exceeds {} bytes", state.max_body_bytes),
-        )
+) -> Result<bytes::Bytes, ReadBodyError> {
+    let too_large = ReadBodyError::TooLarge {
+        max: state.max_body_bytes,
     };
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|len| len > state.max_body_bytes) {
-        return Err(too_large());
+        return Err(too_large);
     }
     let bytes = match tokio::time::timeout(state.body_timeout, to_bytes(body, state.max_body_bytes))
         .await
     {
-        Ok(result) => result.map_err(|_| too_large())?,
+        Ok(result) => result.map_err(|_| too_large)?,
         Err(_) => {
-            return Err(Problem::new(
-                StatusCode::REQUEST_TIMEOUT,
-                format!(
-                    "the request body did not arrive within {} s",
-                    state.body_timeout.as_secs()
-                ),
-            ));
+            return Err(ReadBodyError::Timeout {
+                secs: state.body_timeout.as_secs(),
+            });
         }
     };
-    check_shape(&bytes, state.max_depth, state.max_values)
-        .map_err(|e| Problem::new(StatusCode::BAD_REQUEST, e.to_string()))?;
+    check_shape(&bytes, state.max_depth, state.max_values)?;
     Ok(bytes)
 }
 
@@ -269,7 +295,9 @@ async fn accept_signed(
     message_id: Option<&str>,
 ) -> Result<Vec<String>, Problem> {
     let Some(message_id) = message_id else {
-        return accept(state, tenant, alerts).await;
+        return accept(state, tenant, alerts)
+            .await
+            .map_err(|e| e.problem(state));
     };
     match state.store.record_webhook_receipt(tenant, message_id).await {
         Ok(true) => {}
@@ -284,7 +312,9 @@ async fn accept_signed(
             return Err(unavailable(state, "key store unavailable; retry later"));
         }
     }
-    let result = accept(state, tenant, alerts).await;
+    let result = accept(state, tenant, alerts)
+        .await
+        .map_err(|e| e.problem(state));
     if result.is_err()
         && let Err(error) = state.store.forget_webhook_receipt(tenant, message_id).await
     {
@@ -293,25 +323,53 @@ async fn accept_signed(
     result
 }
 
+/// Why alerts were not accepted.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum AcceptError {
+    /// The tenant is over its alert rate: retry after this many seconds.
+    #[error("tenant over its alert rate; retry after {retry_after_secs} s")]
+    RateLimited {
+        /// When to retry.
+        retry_after_secs: u32,
+    },
+    /// JetStream did not acknowledge them.
+    #[error(transparent)]
+    Unavailable(#[from] PublishError),
+}
+
+impl AcceptError {
+    /// The answer of the Tocsin endpoints (429 or 503, with `Retry-After`).
+    fn problem(&self, state: &Inner) -> Problem {
+        match self {
+            AcceptError::RateLimited { retry_after_secs } => Problem {
+                retry_after: Some(*retry_after_secs),
+                ..Problem::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    format!(
+                        "tenant over its alert rate; retry after {retry_after_secs} s (nothing of this request was accepted)"
+                    ),
+                )
+            },
+            AcceptError::Unavailable(_) => unavailable(
+                state,
+                "alert stream unavailable; retry later (a retried alert is deduplicated)",
+            ),
+        }
+    }
+}
+
 /// Stamps tenant, ids and receipt time on normalized alerts and publishes them; returns the
-/// alert ids once JetStream acknowledged every one (503 otherwise).
-async fn accept(
+/// alert ids once JetStream acknowledged every one. Refused whole when the tenant is over
+/// its rate.
+pub(crate) async fn accept(
     state: &Inner,
     tenant: &str,
     mut alerts: Vec<tocsin_proto::v1::Alert>,
-) -> Result<Vec<String>, Problem> {
+) -> Result<Vec<String>, AcceptError> {
     if let Err(wait) = state.limiter.take(tenant, alerts.len()) {
-        let secs = u32::try_from(wait.as_secs().saturating_add(1)).unwrap_or(u32::MAX);
-        tracing::debug!(%tenant, count = alerts.len(), retry_after = secs, "tenant over its alert rate");
-        return Err(Problem {
-            retry_after: Some(secs),
-            ..Problem::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                format!(
-                    "tenant over its alert rate; retry after {secs} s (nothing of this request was accepted)"
-                ),
-            )
-        });
+        let retry_after_secs = u32::try_from(wait.as_secs().saturating_add(1)).unwrap_or(u32::MAX);
+        tracing::debug!(%tenant, count = alerts.len(), retry_after_secs, "tenant over its alert rate");
+        return Err(AcceptError::RateLimited { retry_after_secs });
     }
     let received_at_ms =
         i64::try_from(OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000)
@@ -327,10 +385,7 @@ async fn accept(
     }
     if let Err(error) = publish_alerts(&state.nats, &state.js, &alerts).await {
         tracing::warn!(%tenant, count = alerts.len(), error = %error, "alerts not accepted: jetstream unavailable");
-        return Err(unavailable(
-            state,
-            "alert stream unavailable; retry later (a retried alert is deduplicated)",
-        ));
+        return Err(error.into());
     }
     tracing::debug!(%tenant, count = ids.len(), "alerts accepted");
     Ok(ids)

@@ -1,12 +1,16 @@
 //! The ingest service: authenticates alert posts with tenant ingest keys, normalizes them
 //! into [`Alert`](tocsin_proto::v1::Alert)s, publishes them to the ALERTS stream, and
-//! answers 202 only once JetStream has acknowledged every alert of the request.
+//! answers 202 only once JetStream has acknowledged every alert of the request. Besides
+//! Tocsin's generic format (`/v1/alerts`) and vendor webhooks (`/v1/webhooks/{source}`),
+//! it speaks Splunk's HTTP Event Collector protocol (`/services/collector/event`,
+//! answering 200 in HEC's format once acknowledged), so HEC senders need no change.
 #![forbid(unsafe_code)]
 
 mod auth;
 pub mod config;
 pub mod formats;
 mod generic;
+mod hec;
 mod http;
 mod intake;
 pub mod limits;

@@ -288,6 +288,22 @@ pub(crate) enum Kind {
 }
 
 impl Kind {
+    /// The kind named `name` (an `OBSERVABLE_TYPES` entry, case-insensitive).
+    pub(crate) fn named(name: &str) -> Option<Kind> {
+        const ALL: [Kind; 7] = [
+            Kind::Ip,
+            Kind::Domain,
+            Kind::Url,
+            Kind::Hash,
+            Kind::Email,
+            Kind::User,
+            Kind::Host,
+        ];
+        let name = name.trim();
+        ALL.into_iter()
+            .find(|k| k.as_str().eq_ignore_ascii_case(name))
+    }
+
     fn as_str(self) -> &'static str {
         match self {
             Kind::Ip => "ip",

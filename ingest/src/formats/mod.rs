@@ -26,7 +26,7 @@ mod aws_securityhub_asff;
 mod body;
 mod crowdstrike_falcon;
 mod eml;
-mod extract;
+pub(crate) mod extract;
 mod falco;
 mod google_secops;
 mod microsoft_defender;
@@ -43,7 +43,8 @@ use serde_json::Value;
 use tocsin_proto::types::Severity;
 use tocsin_proto::v1;
 
-use extract::{Observables, Tags};
+pub(crate) use extract::{Observables, Tags};
+pub(crate) use splunk::CIM_OBSERVABLES;
 
 /// Same limits as the generic format, applied by truncation: a vendor cannot shorten its
 /// fields, so an over-long one must not reject the delivery.
@@ -171,17 +172,17 @@ pub(crate) enum Outcome {
 
 /// An alert as a format maps it; [`Draft::finish`] applies the limits.
 pub(crate) struct Draft {
-    title: String,
-    description: String,
-    severity: Severity,
-    occurred_at_ms: i64,
-    source_ref: String,
-    observables: Observables,
-    tags: Tags,
+    pub(crate) title: String,
+    pub(crate) description: String,
+    pub(crate) severity: Severity,
+    pub(crate) occurred_at_ms: i64,
+    pub(crate) source_ref: String,
+    pub(crate) observables: Observables,
+    pub(crate) tags: Tags,
 }
 
 impl Draft {
-    fn new(title: String, severity: Severity, source_ref: String) -> Self {
+    pub(crate) fn new(title: String, severity: Severity, source_ref: String) -> Self {
         Self {
             title,
             description: String::new(),
@@ -197,7 +198,8 @@ impl Draft {
         Ok(Outcome::Alert(Box::new(self)))
     }
 
-    fn finish(self, source: &str, raw: &Value) -> v1::Alert {
+    /// The alert of `source`, with `raw` as its `raw_json` and the limits applied.
+    pub(crate) fn finish(self, source: &str, raw: &Value) -> v1::Alert {
         let source_ref = if self.source_ref.len() > MAX_SOURCE_REF_BYTES {
             extract::sha256_ref(&[&Value::String(self.source_ref)])
         } else {
@@ -218,7 +220,8 @@ impl Draft {
     }
 }
 
-fn truncate(text: &str, max_chars: usize) -> String {
+/// `text` trimmed and cut to at most `max_chars` characters.
+pub(crate) fn truncate(text: &str, max_chars: usize) -> String {
     let text = text.trim();
     match text.char_indices().nth(max_chars) {
         Some((end, _)) => text.get(..end).unwrap_or(text).to_owned(),
@@ -288,6 +291,28 @@ pub fn normalize(source: &str, body: &[u8], max_batch: usize) -> Result<Normaliz
         name: source.to_owned(),
     })?;
     let records = body::records(body, format.text)?;
+    normalize_records(format, records, max_batch)
+}
+
+/// Normalizes one record that arrived already parsed (the `event` of a Splunk HEC event)
+/// for `source`, as if it were a one-record body: envelopes are unwrapped, so it may
+/// still yield several alerts, or none when it is not an alert.
+pub(crate) fn normalize_record(
+    source: &str,
+    record: Value,
+    max_batch: usize,
+) -> Result<Normalized, FormatError> {
+    let format = find_format(source).ok_or_else(|| FormatError::UnknownSource {
+        name: source.to_owned(),
+    })?;
+    normalize_records(format, vec![record], max_batch)
+}
+
+fn normalize_records(
+    format: &Format,
+    records: Vec<Value>,
+    max_batch: usize,
+) -> Result<Normalized, FormatError> {
     let mut out = Normalized::default();
     let mut index = 0;
     for record in records {

@@ -60,6 +60,29 @@ fn expand(mut body: Value) -> Vec<Value> {
         .collect()
 }
 
+/// The observables of a result row's Common Information Model fields (also read from the
+/// events that reach the Splunk HEC endpoint without a built-in source).
+pub(crate) const CIM_OBSERVABLES: [(Kind, &str); 18] = [
+    (Kind::Host, "host"),
+    (Kind::Host, "dest"),
+    (Kind::Host, "src"),
+    (Kind::Ip, "src_ip"),
+    (Kind::Ip, "dest_ip"),
+    (Kind::Ip, "ip"),
+    (Kind::User, "user"),
+    (Kind::User, "src_user"),
+    (Kind::User, "dest_user"),
+    (Kind::Url, "url"),
+    (Kind::Domain, "domain"),
+    (Kind::Domain, "query"),
+    (Kind::Hash, "file_hash"),
+    (Kind::Hash, "sha256"),
+    (Kind::Hash, "sha1"),
+    (Kind::Hash, "md5"),
+    (Kind::Email, "sender"),
+    (Kind::Email, "recipient"),
+];
+
 fn map(event: &Value) -> Result<Outcome, EventError> {
     let row = event.get("result").unwrap_or(&Value::Null);
     let title = required(
@@ -80,29 +103,7 @@ fn map(event: &Value) -> Result<Outcome, EventError> {
         .facts(row, &[("Source", "source"), ("Sourcetype", "sourcetype")])
         .join();
     let obs = &mut draft.observables;
-    obs.collect(
-        row,
-        &[
-            (Kind::Host, "host"),
-            (Kind::Host, "dest"),
-            (Kind::Host, "src"),
-            (Kind::Ip, "src_ip"),
-            (Kind::Ip, "dest_ip"),
-            (Kind::Ip, "ip"),
-            (Kind::User, "user"),
-            (Kind::User, "src_user"),
-            (Kind::User, "dest_user"),
-            (Kind::Url, "url"),
-            (Kind::Domain, "domain"),
-            (Kind::Domain, "query"),
-            (Kind::Hash, "file_hash"),
-            (Kind::Hash, "sha256"),
-            (Kind::Hash, "sha1"),
-            (Kind::Hash, "md5"),
-            (Kind::Email, "sender"),
-            (Kind::Email, "recipient"),
-        ],
-    );
+    obs.collect(row, &CIM_OBSERVABLES);
     obs.scan(row, &["_raw"]);
     draft.tags.collect(
         row,
