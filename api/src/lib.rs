@@ -26,6 +26,7 @@ mod approvals;
 mod cases;
 mod common;
 mod grouping;
+mod mappings;
 mod observables;
 mod playbooks;
 mod routes;

@@ -12,7 +12,9 @@ use axum::routing::{MethodRouter, delete, get, patch, post, put};
 use tocsin_store::keys::Role;
 
 use crate::common::{Access, AppState, authorize};
-use crate::{admin, alerts, approvals, cases, grouping, observables, playbooks, runs, webhooks};
+use crate::{
+    admin, alerts, approvals, cases, grouping, mappings, observables, playbooks, runs, webhooks,
+};
 
 /// The OpenAPI 3.1 document describing every route below.
 pub(crate) const OPENAPI: &str = include_str!("../openapi.json");
@@ -159,6 +161,19 @@ pub(crate) fn table() -> Vec<Route> {
             M::GET,
             "/v1/rejected-events",
             webhooks::list_rejected_events,
+        ),
+        route(viewer, M::GET, "/v1/mappings", mappings::list_mappings),
+        route(
+            viewer,
+            M::GET,
+            "/v1/mappings/{source}",
+            mappings::get_mapping,
+        ),
+        route(
+            admin,
+            M::PUT,
+            "/v1/mappings/{source}",
+            mappings::put_mapping,
         ),
         route(public, M::GET, "/v1/openapi.json", openapi),
         route(public, M::GET, "/healthz", healthz),

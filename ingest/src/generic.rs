@@ -62,11 +62,11 @@ impl NormalizeError {
 }
 
 /// An alert object and its 1-based line (NDJSON) or element (array) number.
-type NumberedObject = (usize, Map<String, Value>);
+pub(crate) type NumberedObject = (usize, Map<String, Value>);
 
 /// Splits a request body into alert objects: one JSON object, a JSON array of objects, or
 /// NDJSON (one object per line; blank lines are skipped).
-fn split_body(body: &[u8]) -> Result<Vec<NumberedObject>, NormalizeError> {
+pub(crate) fn split_body(body: &[u8]) -> Result<Vec<NumberedObject>, NormalizeError> {
     let as_object = |line: usize, value: Value| match value {
         Value::Object(map) => Ok((line, map)),
         _ => Err(NormalizeError::Malformed {

@@ -38,6 +38,7 @@ pub(crate) struct Inner {
     pub(crate) max_values: usize,
     body_timeout: std::time::Duration,
     pub(crate) limiter: RateLimiter,
+    pub(crate) mappings: crate::mapping::MappingCache,
     signing: SigningCache,
     signature_tolerance_secs: i64,
 }
@@ -52,6 +53,7 @@ impl AppState {
     ) -> Self {
         Self(Arc::new(Inner {
             signing: SigningCache::new(store.clone(), master, config.ingest.key_cache_ttl),
+            mappings: crate::mapping::MappingCache::new(store.clone(), config.ingest.key_cache_ttl),
             signature_tolerance_secs: i64::try_from(config.ingest.signature_tolerance.as_secs())
                 .unwrap_or(i64::MAX),
             nats,
@@ -120,18 +122,43 @@ async fn post_webhook(
     body: Body,
 ) -> Result<Response, Problem> {
     let state = &state.0;
-    if formats::canonical_source(&source).is_none() {
-        return Err(Problem::new(
-            StatusCode::NOT_FOUND,
-            format!(
-                "unknown source {source:?}; known sources: {}",
-                formats::sources().join(", ")
-            ),
-        ));
+    let built_in = formats::canonical_source(&source).is_some();
+    if !built_in && !crate::generic::is_valid_source(&source) {
+        return Err(unknown_source(&source));
     }
     let tenant = authenticate(state, &headers).await?;
     let bytes = read_body(state, &headers, body).await?;
     let receipt = check_signature(state, &tenant, &headers, &bytes).await?;
+    if !built_in {
+        // A source without a built-in format: the tenant's custom mapping, if it has one.
+        let Some(active) = state
+            .mappings
+            .get(&tenant, &source)
+            .await
+            .map_err(|error| {
+                tracing::error!(%tenant, %source, %error, "custom mapping unusable");
+                unavailable(state, "the custom mapping could not be loaded; retry later")
+            })?
+        else {
+            return Err(unknown_source(&source));
+        };
+        let alerts = crate::mapping::map_body(
+            &active.mapping,
+            &source,
+            &active.label,
+            &bytes,
+            state.max_batch,
+        )
+        .map_err(|(line, message)| Problem {
+            line,
+            ..Problem::new(StatusCode::BAD_REQUEST, message)
+        })?;
+        let ids = accept_signed(state, &tenant, alerts, receipt.as_deref()).await?;
+        return Ok(json_response(
+            StatusCode::ACCEPTED,
+            &json!({ "alert_ids": ids, "skipped": [], "mapping": active.label }),
+        ));
+    }
     let normalized =
         formats::normalize(&source, &bytes, state.max_batch).map_err(|e| match &e {
             FormatError::UnknownSource { .. } => Problem::new(StatusCode::NOT_FOUND, e.to_string()),
@@ -154,6 +181,17 @@ async fn post_webhook(
         StatusCode::ACCEPTED,
         &json!({ "alert_ids": ids, "skipped": skipped }),
     ))
+}
+
+fn unknown_source(source: &str) -> Problem {
+    Problem::new(
+        StatusCode::NOT_FOUND,
+        format!(
+            "unknown source {source:?}: no built-in format ({}) and no custom mapping of this \
+             tenant (PUT /v1/mappings/{{source}})",
+            formats::sources().join(", ")
+        ),
+    )
 }
 
 /// The tenant of the request's ingest key.

@@ -161,10 +161,28 @@ async fn process(state: &Inner, subject: &str, sequence: u64, payload: &[u8]) ->
     }
     let normalized = if GENERIC_SOURCES.contains(&source) {
         crate::generic::parse_generic_body(payload, state.max_batch).map_err(|e| e.to_string())
-    } else {
+    } else if crate::formats::canonical_source(source).is_some() {
         crate::formats::normalize(source, payload, state.max_batch)
             .map(|n| n.alerts)
             .map_err(|e| e.to_string())
+    } else {
+        match state.mappings.get(tenant, source).await {
+            Ok(Some(active)) => crate::mapping::map_body(
+                &active.mapping,
+                source,
+                &active.label,
+                payload,
+                state.max_batch,
+            )
+            .map_err(|(_, message)| message),
+            Ok(None) => Err(format!(
+                "unknown source {source:?}: no built-in format and no custom mapping"
+            )),
+            Err(error) => {
+                tracing::warn!(%error, "custom mapping unavailable; retrying the event later");
+                return Outcome::Later(Duration::from_secs(2));
+            }
+        }
     };
     let mut alerts = match normalized {
         Ok(alerts) => alerts,

@@ -14,6 +14,7 @@ mod hec;
 mod http;
 mod intake;
 pub mod limits;
+pub mod mapping;
 mod publish;
 pub mod signature;
 

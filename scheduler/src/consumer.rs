@@ -273,5 +273,6 @@ fn decode_alert(payload: &[u8]) -> Result<NewAlert, HandleError> {
         observables,
         tags: alert.tags,
         raw,
+        mapping: (!alert.mapping.is_empty()).then_some(alert.mapping),
     })
 }

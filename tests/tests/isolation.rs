@@ -108,6 +108,16 @@ async fn populate_other(stack: &TestStack) -> Other {
         .set_secret(&master, OTHER, "b_only_secret", "b-secret-value")
         .await
         .unwrap();
+    stack
+        .store
+        .put_mapping(
+            OTHER,
+            "b-only-source",
+            &json!({"title": "$.t", "severity": {"value": "low"}}),
+            "b",
+        )
+        .await
+        .unwrap();
     let (webhook_secret, _) = stack
         .store
         .create_webhook_secret(&master, OTHER, "b")
@@ -219,12 +229,13 @@ async fn another_tenants_ids_answer_404_everywhere_and_nothing_of_it_changes() {
             "webhook-secrets" => template.replace("{id}", &b.webhook_secret),
             "secrets" => template.replace("{name}", "b_only_secret"),
             "playbooks" => template.replace("{name}", "other_only"),
+            "mappings" => template.replace("{source}", "b-only-source"),
             other => panic!("no tenant-B value for {template} ({other}): extend this test"),
         };
         for method in item.as_object().unwrap().keys() {
             let method = method.to_uppercase();
-            if (method.as_str(), owner) == ("PUT", "secrets") {
-                // Writing a secret of that name creates A's own; checked below that B's stays.
+            if method == "PUT" && matches!(owner, "secrets" | "mappings") {
+                // Writing a secret or mapping of that name creates A's own; B's is checked below.
                 continue;
             }
             let (status, body) = call(
@@ -293,6 +304,8 @@ async fn another_tenants_ids_answer_404_everywhere_and_nothing_of_it_changes() {
     );
     let secrets = get("/v1/secrets".to_owned()).await;
     assert!(secrets.to_string().contains("b_only_secret"), "{secrets:#}");
+    let mapping = get("/v1/mappings/b-only-source".to_owned()).await;
+    assert_eq!(mapping["current"]["version"], 1);
     let webhook_secrets = get("/v1/webhook-secrets".to_owned()).await;
     assert_eq!(webhook_secrets["items"].as_array().unwrap().len(), 1);
     let playbooks = get("/v1/playbooks".to_owned()).await;

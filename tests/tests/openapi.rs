@@ -497,6 +497,41 @@ async fn live_answers_validate_against_the_served_openapi_document() {
         .await;
     assert_eq!(status, 200);
 
+    let (status, _) = c
+        .check(
+            Method::PUT,
+            "/v1/mappings/{source}",
+            "/v1/mappings/acme-edr",
+            key,
+            Some(json!({"title": "$.name", "severity": {"value": "high"}})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (status, _) = c
+        .check(
+            Method::PUT,
+            "/v1/mappings/{source}",
+            "/v1/mappings/acme-edr",
+            key,
+            Some(json!({"severity": "$.level"})),
+        )
+        .await;
+    assert_eq!(status, 400);
+    let (status, _) = c
+        .check(Method::GET, "/v1/mappings", "/v1/mappings", key, None)
+        .await;
+    assert_eq!(status, 200);
+    let (status, _) = c
+        .check(
+            Method::GET,
+            "/v1/mappings/{source}",
+            "/v1/mappings/acme-edr",
+            key,
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+
     // Every documented operation was exercised at least once.
     let mut documented = BTreeSet::new();
     for (path, item) in c.doc["paths"].as_object().unwrap() {

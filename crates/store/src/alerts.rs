@@ -41,6 +41,8 @@ pub struct NewAlert {
     pub tags: Vec<String>,
     /// Source fields outside the normalized model.
     pub raw: serde_json::Value,
+    /// The custom mapping (`source@vN`) that produced it, if one did.
+    pub mapping: Option<String>,
 }
 
 /// A run the scheduler wants created for a new alert.
@@ -135,8 +137,9 @@ impl Store {
         let fingerprint = policy.fingerprint(alert);
         let (inserted, case_id, duplicate_count): (bool, Option<Uuid>, i32) = sqlx::query_as(
             "INSERT INTO alerts (id, tenant_id, source, source_ref, title, description, severity,
-                occurred_at, received_at, observables, tags, raw, last_seen_at, fingerprint)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $9, $13)
+                occurred_at, received_at, observables, tags, raw, last_seen_at, fingerprint,
+                mapping)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $9, $13, $14)
              ON CONFLICT (tenant_id, source, source_ref) DO UPDATE
                 SET duplicate_count = alerts.duplicate_count + 1,
                     last_seen_at = EXCLUDED.last_seen_at
@@ -155,6 +158,7 @@ impl Store {
         .bind(&alert.tags)
         .bind(Json(&alert.raw))
         .bind(&fingerprint.hash)
+        .bind(alert.mapping.as_deref())
         .fetch_one(&mut *tx)
         .await?;
 
@@ -270,7 +274,8 @@ impl Store {
         let mut tx = self.begin(crate::Scope::Tenant(tenant)).await?;
         let mut alert: AlertView = sqlx::query_as(
             "SELECT id, tenant_id, source, source_ref, title, description, severity, occurred_at,
-                    received_at, observables, tags, raw, case_id, duplicate_count, last_seen_at
+                    received_at, observables, tags, raw, case_id, duplicate_count, last_seen_at,
+                    mapping
              FROM alerts WHERE tenant_id = $1 AND id = $2",
         )
         .bind(tenant)
@@ -508,6 +513,8 @@ pub struct AlertView {
     /// When it was last posted.
     #[serde(with = "time::serde::rfc3339")]
     pub last_seen_at: OffsetDateTime,
+    /// The custom mapping (`source@vN`) that produced the alert, if one did.
+    pub mapping: Option<String>,
     /// Runs it triggered.
     #[sqlx(skip)]
     pub runs: Vec<RunSummary>,

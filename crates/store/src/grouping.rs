@@ -376,6 +376,7 @@ mod tests {
             observables,
             tags: Vec::new(),
             raw,
+            mapping: None,
         }
     }
 

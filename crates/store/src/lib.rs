@@ -23,6 +23,7 @@ mod error;
 pub mod extract;
 pub mod grouping;
 pub mod keys;
+pub mod mappings;
 pub mod observables;
 pub mod operator;
 pub mod page;

@@ -1,0 +1,2 @@
+ALTER TABLE alerts DROP COLUMN mapping;
+DROP TABLE source_mappings;
