@@ -116,8 +116,9 @@ struct ConfigArgs {
 struct ServiceArgs {
     #[command(flatten)]
     config: ConfigArgs,
-    /// Print the effective configuration as TOML-compatible JSON and exit.
-    #[arg(long)]
+    /// Print the effective configuration (defaults, file, environment) as JSON, secrets
+    /// redacted, and exit.
+    #[arg(long = "print-config", alias = "dump-config")]
     dump_config: bool,
     /// Validate the configuration and exit.
     #[arg(long)]
@@ -556,7 +557,7 @@ where
     Ok(tocsin_core::config::load::<T>(args.config.as_deref())?)
 }
 
-/// Loads and inits telemetry for a service command, or handles --dump/--check-config.
+/// Loads and inits telemetry for a service command, or handles --print/--check-config.
 fn service_config<T>(
     args: &ServiceArgs,
     telemetry: impl Fn(&T) -> &TelemetryConfig,
@@ -566,7 +567,7 @@ where
 {
     let config: T = load(&args.config)?;
     if args.dump_config {
-        println!("{}", serde_json::to_string_pretty(&config)?);
+        println!("{}", tocsin_core::config::to_redacted_json(&config)?);
         return Ok(None);
     }
     if args.check_config {

@@ -94,10 +94,56 @@ fn env_target<'a>(key: &str, sections: &'a [String]) -> Option<&'a str> {
         .map(String::as_str)
 }
 
-/// A secret string (a URL with a password, a key): shown as `<redacted>` by `Debug`.
-#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// A secret string (a URL with a password, a key): shown as `<redacted>` by `Debug` and by
+/// [`to_redacted_json`] (`--print-config`).
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(transparent)]
 pub struct Secret(String);
+
+thread_local! {
+    static REDACTING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Serializes a configuration for people: every [`Secret`] as `<redacted>`, and the password
+/// of a URL with credentials (the NATS URL) as well. (Plain serialization stays exact: the
+/// loader round-trips defaults through it.)
+pub fn to_redacted_json<T: Serialize>(value: &T) -> serde_json::Result<String> {
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            REDACTING.with(|r| r.set(false));
+        }
+    }
+    REDACTING.with(|r| r.set(true));
+    let _reset = Reset;
+    serde_json::to_string_pretty(value)
+}
+
+fn redacting() -> bool {
+    REDACTING.with(std::cell::Cell::get)
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if redacting() {
+            s.serialize_str("<redacted>")
+        } else {
+            s.serialize_str(&self.0)
+        }
+    }
+}
+
+/// A URL whose userinfo (`user:password@`) is hidden by [`to_redacted_json`].
+#[allow(clippy::ptr_arg)] // serde's `serialize_with` passes `&String`.
+fn serialize_url<S: serde::Serializer>(url: &String, s: S) -> Result<S::Ok, S::Error> {
+    if redacting()
+        && let Some((scheme, rest)) = url.split_once("://")
+        && let Some((_, host)) = rest.rsplit_once('@')
+    {
+        return s.serialize_str(&format!("{scheme}://<redacted>@{host}"));
+    }
+    s.serialize_str(url)
+}
 
 impl Secret {
     /// Wraps a secret value.
@@ -121,7 +167,8 @@ impl fmt::Debug for Secret {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct NatsConfig {
-    /// Server URL, e.g. `nats://127.0.0.1:4222`.
+    /// Server URL, e.g. `nats://127.0.0.1:4222` (credentials: `nats://user:password@host`).
+    #[serde(serialize_with = "serialize_url")]
     pub url: String,
     /// How long to wait for the initial connection.
     #[serde(with = "humantime_serde")]
