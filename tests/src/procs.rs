@@ -267,6 +267,31 @@ impl ProcStack {
         assert!(status.success(), "kill -s {signal} {targets:?} failed");
     }
 
+    /// SIGTERM to `name` alone (as an orchestrator stopping it would; its runners get
+    /// nothing from outside) and waits up to `within` for it to exit; its exit status.
+    pub async fn terminate(&self, name: &str, within: Duration) -> std::process::ExitStatus {
+        let pid = self
+            .pid(name)
+            .unwrap_or_else(|| panic!("{name} is not running"));
+        let status = Command::new("kill")
+            .args(["-s", "TERM", &pid.to_string()])
+            .status()
+            .await
+            .expect("run kill");
+        assert!(status.success(), "kill -s TERM {pid} failed");
+        let service = self.services.lock().expect("services lock").remove(name);
+        let mut service = service.unwrap_or_else(|| panic!("{name} is not running"));
+        let exit = tokio::time::timeout(within, service.child.wait())
+            .await
+            .unwrap_or_else(|_| panic!("{name} did not exit within {within:?} of SIGTERM"))
+            .expect("wait for the service");
+        self.services
+            .lock()
+            .expect("services lock")
+            .insert(name.to_owned(), service);
+        exit
+    }
+
     /// `kill -9` of `name` and its runners, as a crash would; waits for it to be gone.
     pub async fn kill(&self, name: &str) {
         self.signal(name, "KILL").await;
