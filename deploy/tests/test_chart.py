@@ -162,12 +162,12 @@ def test_ingest_and_api_probe_health_and_readiness(rendered: Rendered) -> None:
         assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": port}
 
 
-def test_scheduler_and_worker_probes_are_off_until_the_observability_listener(default_render: Rendered) -> None:
+def test_scheduler_and_worker_probe_the_observability_listener_by_default(default_render: Rendered) -> None:
     for name in ("tocsin-scheduler", "tocsin-worker-default"):
         c = container(default_render.get("Deployment", name))
-        assert "livenessProbe" not in c and "readinessProbe" not in c
-        # and the binary of today would reject the listener setting, so it is not set
-        assert "TOCSIN_TELEMETRY__LISTEN" not in env_of(c)
+        assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+        assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
+        assert env_of(c)["TOCSIN_TELEMETRY__LISTEN"] == "0.0.0.0:9090"
 
 
 def test_scheduler_and_worker_probe_the_telemetry_port_when_enabled(multipool_render: Rendered) -> None:
@@ -320,9 +320,9 @@ def test_disjoint_pool_filters_render(filters: list[str]) -> None:
         ({"workerPools": [{"name": "Bad_Name"}]}, "must be 1-32 characters"),
         ({"workerPools": [{"name": "a", "filterSubject": "tocsin.alerts.>"}]}, "must start with tocsin.runs."),
         ({"workerPools": []}, "at least one pool"),
-        ({"scheduler": {"probes": {"enabled": True}}}, "needs telemetry.listen.enabled"),
-        ({"workerDefaults": {"probes": {"enabled": True}}}, "needs telemetry.listen.enabled"),
-        ({"serviceMonitor": {"enabled": True}}, "needs telemetry.listen.enabled"),
+        ({"telemetry": {"listen": {"enabled": False}}, "workerDefaults": {"probes": {"enabled": False}}}, "needs telemetry.listen.enabled"),
+        ({"telemetry": {"listen": {"enabled": False}}, "scheduler": {"probes": {"enabled": False}}}, "needs telemetry.listen.enabled"),
+        ({"telemetry": {"listen": {"enabled": False}}, "scheduler": {"probes": {"enabled": False}}, "workerDefaults": {"probes": {"enabled": False}}, "serviceMonitor": {"enabled": True}}, "needs telemetry.listen.enabled"),
         ({"nats": {"url": "nats://user:pass@nats:4222"}}, "carries credentials"),
         ({"postgres": {"existingSecret": ""}}, "postgres.existingSecret is required"),
     ],

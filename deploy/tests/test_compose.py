@@ -120,13 +120,12 @@ def test_http_services_are_checked_on_their_listen_port(compose: dict[str, Any])
         assert published.startswith("127.0.0.1:") and published.endswith(f":{port}")
 
 
-def test_scheduler_and_worker_checks_need_no_http_listener(compose: dict[str, Any]) -> None:
-    scheduler = compose["services"]["scheduler"]["healthcheck"]["test"]
-    worker = compose["services"]["worker"]["healthcheck"]["test"]
-    assert scheduler[:2] == ["CMD", "tocsin-healthcheck"] and "--http" not in scheduler
-    assert "--runners" in worker and "--http" not in worker
-    for test in (scheduler, worker):
-        assert {"4222", "5432"} <= set(test)
+def test_scheduler_and_worker_are_checked_on_their_observability_listener(compose: dict[str, Any]) -> None:
+    for name in ("scheduler", "worker"):
+        service = compose["services"][name]
+        port = service["environment"]["TOCSIN_TELEMETRY__LISTEN"].rsplit(":", 1)[1]
+        assert service["healthcheck"]["test"] == ["CMD", "tocsin-healthcheck", "--http", f"http://127.0.0.1:{port}/readyz"]
+        assert "ports" not in service
 
 
 def dependencies(compose: dict[str, Any], name: str) -> dict[str, str]:

@@ -25,6 +25,15 @@ pub enum SchedulerError {
     /// The database could not be reached.
     #[error("failed to connect to postgres")]
     Store(#[from] tocsin_store::StoreError),
+    /// The operations listener could not be bound.
+    #[error("failed to serve /healthz and /readyz on {addr}")]
+    Ops {
+        /// `telemetry.listen`.
+        addr: std::net::SocketAddr,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Runs the scheduler until `shutdown` is cancelled.
@@ -34,6 +43,36 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), SchedulerErro
     tocsin_core::nats::ensure_streams_with_retry(&js, &config.nats, config.nats.connect_timeout)
         .await?;
     let store = tocsin_store::Store::connect(&config.postgres).await?;
+    let ops = match config.telemetry.listen {
+        Some(addr) => {
+            let nats = nats.clone();
+            let store = store.clone();
+            let checks: Vec<tocsin_http::ops::Check> = vec![
+                (
+                    "nats",
+                    std::sync::Arc::new(move || {
+                        let ok =
+                            nats.connection_state() == async_nats::connection::State::Connected;
+                        Box::pin(async move { ok })
+                    }),
+                ),
+                (
+                    "postgres",
+                    std::sync::Arc::new(move || {
+                        let store = store.clone();
+                        Box::pin(async move { store.ping().await.is_ok() })
+                    }),
+                ),
+            ];
+            let (bound, task) =
+                tocsin_http::ops::start(addr, checks, shutdown.token().clone().cancelled_owned())
+                    .await
+                    .map_err(|source| SchedulerError::Ops { addr, source })?;
+            tracing::info!(addr = %bound, "scheduler health on /healthz and /readyz");
+            Some(task)
+        }
+        None => None,
+    };
     let dispatcher = shutdown.child();
     let handle = dispatcher.spawn(
         "dispatcher",
@@ -57,6 +96,9 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), SchedulerErro
         tracing::warn!("nats drain did not finish within the grace period");
     }
     store.close().await;
+    if let Some(task) = ops {
+        let _ = task.await;
+    }
     tracing::info!("scheduler stopped");
     result
 }

@@ -41,6 +41,8 @@ pub struct ProcOptions {
     pub workers: usize,
     /// Extra `TOCSIN_*` variables for every service (after the harness defaults).
     pub env: Vec<(String, String)>,
+    /// Extra variables for one service, by name (`scheduler`, `worker-0`, ...).
+    pub service_env: Vec<(String, String, String)>,
 }
 
 impl ProcOptions {
@@ -51,6 +53,7 @@ impl ProcOptions {
             playbooks: Vec::new(),
             workers: 1,
             env: Vec::new(),
+            service_env: Vec::new(),
         }
     }
 
@@ -65,6 +68,14 @@ impl ProcOptions {
     #[must_use]
     pub fn workers(mut self, n: usize) -> Self {
         self.workers = n;
+        self
+    }
+
+    /// Sets a `TOCSIN_*` variable for the service `name` only.
+    #[must_use]
+    pub fn service_env(mut self, name: &str, var: &str, value: &str) -> Self {
+        self.service_env
+            .push((name.to_owned(), var.to_owned(), value.to_owned()));
         self
     }
 
@@ -103,6 +114,7 @@ pub struct ProcStack {
     pub dir: tempfile::TempDir,
     program: PathBuf,
     env: Vec<(String, String)>,
+    service_env: Vec<(String, String, String)>,
     services: Mutex<BTreeMap<String, Service>>,
 }
 
@@ -186,6 +198,7 @@ impl ProcStack {
             dir,
             program: options.program,
             env,
+            service_env: options.service_env,
             services: Mutex::new(BTreeMap::new()),
         };
         stack.spawn("ingest", "ingest")?;
@@ -224,6 +237,12 @@ impl ProcStack {
         command
             .arg(kind)
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .envs(
+                self.service_env
+                    .iter()
+                    .filter(|(service, _, _)| service == name)
+                    .map(|(_, k, v)| (k.as_str(), v.as_str())),
+            )
             .env(
                 "TOCSIN_WORKER__BUNDLE_DIR",
                 self.dir.path().join(format!("bundles-{name}")),

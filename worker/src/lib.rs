@@ -38,6 +38,15 @@ pub enum WorkerError {
     /// The database could not be reached.
     #[error("failed to connect to postgres")]
     Store(#[from] tocsin_store::StoreError),
+    /// The operations listener could not be bound.
+    #[error("failed to serve /healthz and /readyz on {addr}")]
+    Ops {
+        /// `telemetry.listen`.
+        addr: std::net::SocketAddr,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
     /// The runner program could not be determined.
     #[error("failed to locate the runner program")]
     RunnerProgram(#[source] std::io::Error),
@@ -84,6 +93,42 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), WorkerError> 
         pool.shutdown(config.shutdown.grace).await;
         return Err(error.into());
     }
+    let ops = match config.telemetry.listen {
+        Some(addr) => {
+            let (nats, store, pool) = (nats.clone(), store.clone(), pool.clone());
+            let checks: Vec<tocsin_http::ops::Check> = vec![
+                (
+                    "nats",
+                    Arc::new(move || {
+                        let ok =
+                            nats.connection_state() == async_nats::connection::State::Connected;
+                        Box::pin(async move { ok })
+                    }),
+                ),
+                (
+                    "postgres",
+                    Arc::new(move || {
+                        let store = store.clone();
+                        Box::pin(async move { store.ping().await.is_ok() })
+                    }),
+                ),
+                (
+                    "runners",
+                    Arc::new(move || {
+                        let ok = pool.ready_runners() > 0;
+                        Box::pin(async move { ok })
+                    }),
+                ),
+            ];
+            let (bound, task) =
+                tocsin_http::ops::start(addr, checks, shutdown.token().clone().cancelled_owned())
+                    .await
+                    .map_err(|source| WorkerError::Ops { addr, source })?;
+            tracing::info!(addr = %bound, "worker health on /healthz and /readyz");
+            Some(task)
+        }
+        None => None,
+    };
     let hand_back = CancellationToken::new();
     let exec = Arc::new(Executor {
         store: store.clone(),
@@ -112,6 +157,9 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), WorkerError> 
         tracing::warn!("nats drain did not finish within the grace period");
     }
     store.close().await;
+    if let Some(task) = ops {
+        let _ = task.await;
+    }
     tracing::info!("worker stopped");
     result
 }

@@ -301,6 +301,10 @@ pub struct TelemetryConfig {
     pub log_format: LogFormat,
     /// `tracing` EnvFilter directive; `RUST_LOG` overrides it when set.
     pub filter: String,
+    /// The observability listener (e.g. `0.0.0.0:9090` in containers): `/healthz` (alive)
+    /// and `/readyz` (NATS, PostgreSQL, and for the worker its runner pool), for the
+    /// scheduler and the worker, which have no HTTP port otherwise. Off when unset.
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 impl Default for TelemetryConfig {
@@ -308,6 +312,7 @@ impl Default for TelemetryConfig {
         Self {
             log_format: LogFormat::Auto,
             filter: "info,async_nats=warn,sqlx=warn".to_owned(),
+            listen: None,
         }
     }
 }

@@ -1,7 +1,10 @@
 //! HTTP pieces shared by the ingest and API services: RFC 9457 problem documents (every
-//! error answer is `application/problem+json`) and bearer-key extraction. Kept apart from
+//! error answer is `application/problem+json`), bearer-key extraction, and the operations
+//! listener ([`ops`]) of the services without an API. Kept apart from
 //! `tocsin-core` so that crate stays free of HTTP framework types.
 #![forbid(unsafe_code)]
+
+pub mod ops;
 
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
