@@ -260,6 +260,11 @@ impl ProcStack {
         Ok(())
     }
 
+    /// The process id of `name`, while it runs.
+    pub fn service_pid(&self, name: &str) -> Option<u32> {
+        self.pid(name)
+    }
+
     fn pid(&self, name: &str) -> Option<u32> {
         self.services
             .lock()

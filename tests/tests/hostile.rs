@@ -178,3 +178,64 @@ async fn hostile_bodies_get_their_status_and_ingest_keeps_serving() {
     assert_eq!(post(&stack, &key, ok("after")).await.0, 202);
     stack.stop().await.unwrap();
 }
+
+/// Resident memory of a process, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// Memory stays steady under hostile bodies: after a first round of large, deep and wide
+/// bodies, a second round of the same does not grow the ingest process further.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ingest_memory_stays_steady_under_hostile_bodies() {
+    let stack = tocsin_tests::procs::ProcStack::start(tocsin_tests::proc_options!().workers(0))
+        .await
+        .unwrap();
+    let pid = stack.service_pid("ingest").unwrap();
+    let bodies = [
+        // Read whole (3 MB, under the 4 MiB limit), then refused by the shape check.
+        format!("[{}0]", "0,".repeat(1_500_000)),
+        format!(
+            "{{\"title\":\"t\",\"severity\":\"low\",\"x\":{}}}",
+            "[".repeat(1_000_000)
+        ),
+        // Read whole and parsed: a 3 MB string in a valid alert with a bad severity.
+        format!(
+            "{{\"title\":\"t\",\"severity\":\"urgent\",\"blob\":\"{}\"}}",
+            "x".repeat(3_000_000)
+        ),
+    ];
+    let round = || async {
+        for _ in 0..8 {
+            for body in &bodies {
+                let status = stack
+                    .http
+                    .post(format!("{}/v1/alerts", stack.ingest_url))
+                    .bearer_auth(&stack.ingest_key)
+                    .body(body.clone())
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+                    .as_u16();
+                assert_eq!(status, 400);
+            }
+        }
+    };
+    round().await;
+    let after_first = rss_kib(pid);
+    round().await;
+    round().await;
+    let after_third = rss_kib(pid);
+    eprintln!("ingest RSS: {after_first} KiB after one round, {after_third} KiB after three");
+    assert!(
+        after_third < after_first + 32 * 1024,
+        "ingest grew from {after_first} KiB to {after_third} KiB over two more rounds"
+    );
+    stack.stop().await;
+}
