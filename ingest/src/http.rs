@@ -82,7 +82,34 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .merge(crate::hec::routes())
+        .route_layer(axum::middleware::from_fn(track))
         .with_state(state)
+}
+
+/// Counts every request and its latency by route template and status.
+async fn track(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let start = std::time::Instant::now();
+    let response = next.run(request).await;
+    let metrics = tocsin_core::metrics::registry();
+    metrics.observe(
+        "tocsin_ingest_request_duration_seconds",
+        "Ingest request latency (to the answer, PubAcks included), by route",
+        &["route"],
+        &[&route],
+        start.elapsed().as_secs_f64(),
+    );
+    metrics.inc_by(
+        "tocsin_ingest_requests_total",
+        "Ingest requests by route and status code",
+        &["route", "code"],
+        &[&route, response.status().as_str()],
+        1.0,
+    );
+    response
 }
 
 fn unavailable(state: &Inner, detail: &str) -> Problem {
@@ -404,7 +431,20 @@ pub(crate) async fn accept(
     tenant: &str,
     mut alerts: Vec<tocsin_proto::v1::Alert>,
 ) -> Result<Vec<String>, AcceptError> {
+    let count = |outcome: &str, alerts: &[tocsin_proto::v1::Alert]| {
+        let metrics = tocsin_core::metrics::registry();
+        for alert in alerts {
+            metrics.inc_by(
+                "tocsin_ingest_alerts_total",
+                "Alerts ingest handled, by tenant, source and outcome",
+                &["tenant", "source", "outcome"],
+                &[tenant, &alert.source, outcome],
+                1.0,
+            );
+        }
+    };
     if let Err(wait) = state.limiter.take(tenant, alerts.len()) {
+        count("rate_limited", &alerts);
         let retry_after_secs = u32::try_from(wait.as_secs().saturating_add(1)).unwrap_or(u32::MAX);
         tracing::debug!(%tenant, count = alerts.len(), retry_after_secs, "tenant over its alert rate");
         return Err(AcceptError::RateLimited { retry_after_secs });
@@ -423,8 +463,10 @@ pub(crate) async fn accept(
     }
     if let Err(error) = publish_alerts(&state.nats, &state.js, &alerts).await {
         tracing::warn!(%tenant, count = alerts.len(), error = %error, "alerts not accepted: jetstream unavailable");
+        count("unavailable", &alerts);
         return Err(error.into());
     }
+    count("accepted", &alerts);
     tracing::debug!(%tenant, count = ids.len(), "alerts accepted");
     Ok(ids)
 }

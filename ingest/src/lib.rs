@@ -108,6 +108,45 @@ impl Server {
     /// waits for its PubAcks), drains NATS and closes the pool.
     pub async fn serve(self, shutdown: Shutdown) -> Result<(), IngestError> {
         let addr = self.config.ingest.listen;
+        let ops = match self.config.telemetry.listen {
+            Some(ops_addr) => {
+                let (nats, store, metrics_store) =
+                    (self.nats.clone(), self.store.clone(), self.store.clone());
+                let checks: Vec<tocsin_http::ops::Check> = vec![
+                    (
+                        "nats",
+                        std::sync::Arc::new(move || {
+                            let ok =
+                                nats.connection_state() == async_nats::connection::State::Connected;
+                            Box::pin(async move { ok })
+                        }),
+                    ),
+                    (
+                        "postgres",
+                        std::sync::Arc::new(move || {
+                            let store = store.clone();
+                            Box::pin(async move { store.ping().await.is_ok() })
+                        }),
+                    ),
+                ];
+                let refresh: tocsin_http::ops::Refresh =
+                    std::sync::Arc::new(move || metrics_store.record_pool_metrics("ingest"));
+                let (bound, task) = tocsin_http::ops::start(
+                    ops_addr,
+                    checks,
+                    Some(refresh),
+                    shutdown.token().clone().cancelled_owned(),
+                )
+                .await
+                .map_err(|source| IngestError::Serve {
+                    addr: ops_addr,
+                    source,
+                })?;
+                tracing::info!(addr = %bound, "ingest metrics and health on the observability listener");
+                Some(task)
+            }
+            None => None,
+        };
         let intake = shutdown.child();
         let intake_task = tokio::spawn(intake::consume(
             self.state.0.clone(),
@@ -134,6 +173,9 @@ impl Server {
             tracing::warn!("nats drain did not finish within the grace period");
         }
         self.store.close().await;
+        if let Some(task) = ops {
+            let _ = task.await;
+        }
         tracing::info!("ingest stopped");
         Ok(())
     }

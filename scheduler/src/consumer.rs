@@ -207,6 +207,31 @@ async fn handle_alert(ctx: &Ctx, payload: &[u8]) -> Result<(), HandleError> {
         })
         .collect();
     let outcome = ctx.store.record_alert(&alert, &runs).await?;
+    let (kind, queued) = match &outcome {
+        AlertOutcome::New { grouped, runs, .. } => {
+            (if *grouped { "grouped" } else { "new_case" }, runs.len())
+        }
+        AlertOutcome::Duplicate { .. } => ("duplicate", 0),
+        AlertOutcome::Redelivered { .. } => ("redelivered", 0),
+    };
+    let metrics = tocsin_core::metrics::registry();
+    metrics.inc_by(
+        "tocsin_scheduler_alerts_total",
+        "Alerts the scheduler recorded, by tenant and outcome",
+        &["tenant", "outcome"],
+        &[&alert.tenant, kind],
+        1.0,
+    );
+    if queued > 0 {
+        #[allow(clippy::cast_precision_loss)]
+        metrics.inc_by(
+            "tocsin_runs_queued_total",
+            "Runs queued by alerts, by tenant",
+            &["tenant"],
+            &[&alert.tenant],
+            queued as f64,
+        );
+    }
     let to_publish = match outcome {
         AlertOutcome::New {
             case_id,

@@ -43,6 +43,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), SchedulerErro
     tocsin_core::nats::ensure_streams_with_retry(&js, &config.nats, config.nats.connect_timeout)
         .await?;
     let store = tocsin_store::Store::connect(&config.postgres).await?;
+    let metrics_store = store.clone();
     let ops = match config.telemetry.listen {
         Some(addr) => {
             let nats = nats.clone();
@@ -64,10 +65,17 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), SchedulerErro
                     }),
                 ),
             ];
-            let (bound, task) =
-                tocsin_http::ops::start(addr, checks, shutdown.token().clone().cancelled_owned())
-                    .await
-                    .map_err(|source| SchedulerError::Ops { addr, source })?;
+            let pool_store = metrics_store.clone();
+            let refresh: tocsin_http::ops::Refresh =
+                std::sync::Arc::new(move || pool_store.record_pool_metrics("scheduler"));
+            let (bound, task) = tocsin_http::ops::start(
+                addr,
+                checks,
+                Some(refresh),
+                shutdown.token().clone().cancelled_owned(),
+            )
+            .await
+            .map_err(|source| SchedulerError::Ops { addr, source })?;
             tracing::info!(addr = %bound, "scheduler health on /healthz and /readyz");
             Some(task)
         }

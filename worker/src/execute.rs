@@ -417,6 +417,24 @@ async fn on_event(
                 )
             });
             let error = result.error.as_deref().map(|e| mask.text(e));
+            let metrics = tocsin_core::metrics::registry();
+            #[allow(clippy::cast_precision_loss)]
+            metrics.observe(
+                "tocsin_action_duration_seconds",
+                "Duration of journaled action calls (all attempts)",
+                &[],
+                &[],
+                result.duration_ms as f64 / 1000.0,
+            );
+            if !result.ok {
+                metrics.inc_by(
+                    "tocsin_action_errors_total",
+                    "Action calls that ended in an error",
+                    &[],
+                    &[],
+                    1.0,
+                );
+            }
             let outcome = exec
                 .store
                 .record_step_outcome(&StepOutcome {
@@ -513,6 +531,13 @@ async fn finish(
     error: Option<&str>,
     traceback: Option<&str>,
 ) -> Result<Settle, RunError> {
+    tocsin_core::metrics::registry().inc_by(
+        "tocsin_runs_finished_total",
+        "Run executions that ended, by tenant, playbook and status",
+        &["tenant", "playbook", "status"],
+        &[&run.tenant_id, &run.playbook, status.as_str()],
+        1.0,
+    );
     let recorded = exec
         .store
         .finish_run(&RunOutcome {

@@ -95,6 +95,27 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), WorkerError> 
     }
     let ops = match config.telemetry.listen {
         Some(addr) => {
+            let (pool_store, gauge_pool, runners) = (store.clone(), pool.clone(), section.runners);
+            let refresh: tocsin_http::ops::Refresh = Arc::new(move || {
+                pool_store.record_pool_metrics("worker");
+                let r = tocsin_core::metrics::registry();
+                #[allow(clippy::cast_precision_loss)]
+                let (size, ready) = (runners as f64, gauge_pool.ready_runners() as f64);
+                r.set(
+                    "tocsin_runners",
+                    "Runner processes of this worker",
+                    &["state"],
+                    &["configured"],
+                    size,
+                );
+                r.set(
+                    "tocsin_runners",
+                    "Runner processes of this worker",
+                    &["state"],
+                    &["ready"],
+                    ready,
+                );
+            });
             let (nats, store, pool) = (nats.clone(), store.clone(), pool.clone());
             let checks: Vec<tocsin_http::ops::Check> = vec![
                 (
@@ -120,10 +141,14 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), WorkerError> 
                     }),
                 ),
             ];
-            let (bound, task) =
-                tocsin_http::ops::start(addr, checks, shutdown.token().clone().cancelled_owned())
-                    .await
-                    .map_err(|source| WorkerError::Ops { addr, source })?;
+            let (bound, task) = tocsin_http::ops::start(
+                addr,
+                checks,
+                Some(refresh),
+                shutdown.token().clone().cancelled_owned(),
+            )
+            .await
+            .map_err(|source| WorkerError::Ops { addr, source })?;
             tracing::info!(addr = %bound, "worker health on /healthz and /readyz");
             Some(task)
         }

@@ -6,6 +6,7 @@
 
 pub mod config;
 pub mod error;
+pub mod metrics;
 pub mod nats;
 pub mod shutdown;
 pub mod telemetry;

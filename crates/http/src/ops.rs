@@ -1,7 +1,7 @@
-//! The operations listener of services without an HTTP API of their own (scheduler,
-//! worker): `GET /healthz` (the process is alive) and `GET /readyz` (every dependency check
-//! passes: 200 with each check's result, 503 otherwise). Bound when the service's
-//! `telemetry.listen` is set; orchestrators probe it.
+//! The observability listener of every service (`telemetry.listen`): `GET /healthz` (the
+//! process is alive), `GET /readyz` (every dependency check passes: 200 with each check's
+//! result, 503 otherwise) and `GET /metrics` (Prometheus text format). Kept off the public
+//! ports: metrics name tenants.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -23,6 +23,15 @@ pub type Check = (
     Arc<dyn Fn() -> Pin<Box<dyn Future<Output = bool> + Send>> + Send + Sync>,
 );
 
+/// Refreshes gauges (pool sizes, ...) right before `/metrics` renders.
+pub type Refresh = Arc<dyn Fn() + Send + Sync>;
+
+#[derive(Clone)]
+struct OpsState {
+    checks: Arc<Vec<Check>>,
+    refresh: Option<Refresh>,
+}
+
 /// How long one check may take before it counts as failed.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -30,12 +39,17 @@ const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 pub async fn serve(
     listener: tokio::net::TcpListener,
     checks: Vec<Check>,
+    refresh: Option<Refresh>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let app = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
-        .with_state(Arc::new(checks));
+        .route("/metrics", get(metrics))
+        .with_state(OpsState {
+            checks: Arc::new(checks),
+            refresh,
+        });
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
@@ -46,6 +60,7 @@ pub async fn serve(
 pub async fn start(
     addr: std::net::SocketAddr,
     checks: Vec<Check>,
+    refresh: Option<Refresh>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<(
     std::net::SocketAddr,
@@ -53,12 +68,25 @@ pub async fn start(
 )> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
-    let task = tokio::spawn(serve(listener, checks, shutdown));
+    let task = tokio::spawn(serve(listener, checks, refresh, shutdown));
     Ok((bound, task))
 }
 
-async fn readyz(State(checks): State<Arc<Vec<Check>>>) -> Response {
-    let results = futures::future::join_all(checks.iter().map(|(name, check)| async move {
+async fn metrics(State(state): State<OpsState>) -> Response {
+    if let Some(refresh) = &state.refresh {
+        refresh();
+    }
+    axum::response::IntoResponse::into_response((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        tocsin_core::metrics::registry().render(),
+    ))
+}
+
+async fn readyz(State(state): State<OpsState>) -> Response {
+    let results = futures::future::join_all(state.checks.iter().map(|(name, check)| async move {
         let ok = tokio::time::timeout(CHECK_TIMEOUT, check())
             .await
             .unwrap_or(false);

@@ -171,6 +171,30 @@ impl Store {
             .await?)
     }
 
+    /// Sets the connection-pool gauges (`tocsin_pg_pool_connections{state}`) for `service`.
+    pub fn record_pool_metrics(&self, service: &'static str) {
+        let size = f64::from(self.pool.size());
+        #[allow(clippy::cast_precision_loss)]
+        let idle = self.pool.num_idle() as f64;
+        let r = tocsin_core::metrics::registry();
+        let help = "PostgreSQL pool connections by state";
+        let labels: &'static [&'static str] = &["service", "state"];
+        r.set(
+            "tocsin_pg_pool_connections",
+            help,
+            labels,
+            &[service, "idle"],
+            idle,
+        );
+        r.set(
+            "tocsin_pg_pool_connections",
+            help,
+            labels,
+            &[service, "busy"],
+            (size - idle).max(0.0),
+        );
+    }
+
     /// Checks the database answers.
     pub async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1")
