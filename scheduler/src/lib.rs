@@ -91,6 +91,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), SchedulerErro
             dispatcher.clone(),
         ),
     );
+    let depth = dispatcher.spawn("queue-depth", queue_depth(js.clone(), dispatcher.clone()));
     let schedules = dispatcher.spawn(
         "schedules",
         dispatcher::schedule_loop(store.clone(), dispatcher.clone()),
@@ -99,6 +100,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), SchedulerErro
     dispatcher.cancel();
     let _ = handle.await;
     let _ = schedules.await;
+    let _ = depth.await;
     let grace = config.shutdown.grace;
     if tokio::time::timeout(grace, nats.drain()).await.is_err() {
         tracing::warn!("nats drain did not finish within the grace period");
@@ -109,4 +111,63 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), SchedulerErro
     }
     tracing::info!("scheduler stopped");
     result
+}
+
+/// Every few seconds, exports the depth of the ALERTS and RUNS streams and of each of their
+/// consumers (`tocsin_stream_messages`, `tocsin_consumer_pending`,
+/// `tocsin_consumer_ack_pending`): what the fleet scales on.
+async fn queue_depth(js: async_nats::jetstream::Context, shutdown: Shutdown) {
+    use futures::StreamExt;
+    let metrics = tocsin_core::metrics::registry();
+    loop {
+        for stream_name in [
+            tocsin_proto::subjects::ALERTS_STREAM,
+            tocsin_proto::subjects::RUNS_STREAM,
+            tocsin_proto::subjects::INGEST_STREAM,
+        ] {
+            let Ok(mut stream) = js.get_stream(stream_name).await else {
+                continue;
+            };
+            if let Ok(info) = stream.info().await {
+                #[allow(clippy::cast_precision_loss)]
+                metrics.set(
+                    "tocsin_stream_messages",
+                    "Messages held by a JetStream stream",
+                    &["stream"],
+                    &[stream_name],
+                    info.state.messages as f64,
+                );
+            }
+            let mut consumers = stream.consumers();
+            let mut seen = 0;
+            while let Some(Ok(info)) = consumers.next().await {
+                seen += 1;
+                if seen > 100 {
+                    break;
+                }
+                let labels: &'static [&'static str] = &["stream", "consumer"];
+                #[allow(clippy::cast_precision_loss)]
+                {
+                    metrics.set(
+                        "tocsin_consumer_pending",
+                        "Messages of a stream a consumer has not been delivered yet (lag)",
+                        labels,
+                        &[stream_name, &info.name],
+                        info.num_pending as f64,
+                    );
+                    metrics.set(
+                        "tocsin_consumer_ack_pending",
+                        "Messages delivered to a consumer and not acknowledged yet",
+                        labels,
+                        &[stream_name, &info.name],
+                        info.num_ack_pending as f64,
+                    );
+                }
+            }
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(std::time::Duration::from_secs(5)) => {}
+        }
+    }
 }

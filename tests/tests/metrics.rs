@@ -134,6 +134,8 @@ async fn every_service_exposes_valid_metrics_that_follow_the_pipeline() {
             &[
                 "tocsin_scheduler_alerts_total{tenant=\"default\",outcome=\"new_case\"} 1",
                 "tocsin_runs_queued_total{tenant=\"default\"} 1",
+                "tocsin_stream_messages{stream=\"ALERTS\"}",
+                "tocsin_stream_messages{stream=\"RUNS\"}",
             ],
         ),
         (

@@ -140,6 +140,13 @@ impl Store {
         .bind(letter.deliveries)
         .execute(&mut *tx)
         .await?;
+        tocsin_core::metrics::registry().inc_by(
+            "tocsin_dead_letters_total",
+            "Messages set aside after repeated failures, by stream",
+            &["stream"],
+            &[letter.stream],
+            1.0,
+        );
         tx.commit().await?;
         Ok(())
     }
