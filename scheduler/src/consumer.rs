@@ -190,16 +190,36 @@ async fn handle_alert(ctx: &Ctx, payload: &[u8]) -> Result<(), HandleError> {
     span.record("alert_id", tracing::field::display(alert.id));
     let deployed = ctx.playbooks.get(&alert.tenant).await?;
     let view = alert_view(&alert);
-    let runs: Vec<NewRun> = deployed
+    // Why each playbook matched or not, kept on the alert ("why hasn't it started?").
+    let verdicts: Vec<(&crate::playbooks::Candidate, Option<String>)> = deployed
         .playbooks
         .iter()
-        .filter(|c| {
-            c.meta.trigger == "alert"
-                && c.meta.enabled
-                && c.meta.applies_to(&alert.tenant)
-                && c.when.matches(&view)
+        .map(|c| {
+            let why = if c.meta.trigger != "alert" {
+                Some(format!("trigger is {}", c.meta.trigger))
+            } else if !c.meta.enabled {
+                Some("disabled".to_owned())
+            } else if !c.meta.applies_to(&alert.tenant) {
+                Some("does not apply to this tenant".to_owned())
+            } else {
+                c.when.mismatch(&view)
+            };
+            (c, why)
         })
-        .map(|c| NewRun {
+        .collect();
+    let mut alert = alert;
+    alert.match_report = Some(serde_json::json!({
+        "bundle_hash": if deployed.bundle_hash.is_empty() { None } else { Some(&deployed.bundle_hash) },
+        "playbooks": verdicts.iter().map(|(c, why)| serde_json::json!({
+            "playbook": c.meta.name,
+            "matched": why.is_none(),
+            "reason": why,
+        })).collect::<Vec<_>>(),
+    }));
+    let runs: Vec<NewRun> = verdicts
+        .iter()
+        .filter(|(_, why)| why.is_none())
+        .map(|(c, _)| NewRun {
             id: types::run_id(alert.id, &c.meta.name),
             playbook: c.meta.name.clone(),
             bundle_hash: deployed.bundle_hash.clone(),
@@ -299,5 +319,6 @@ fn decode_alert(payload: &[u8]) -> Result<NewAlert, HandleError> {
         tags: alert.tags,
         raw,
         mapping: (!alert.mapping.is_empty()).then_some(alert.mapping),
+        match_report: None,
     })
 }

@@ -24,7 +24,12 @@ pub struct When {
 
 #[derive(Debug, Clone)]
 enum Clause {
-    Field { path: Vec<String>, cond: Cond },
+    Field {
+        path: Vec<String>,
+        cond: Cond,
+        /// The condition as written (`severity: {"gte":"high"}`), for explanations.
+        text: String,
+    },
     Any(Vec<When>),
 }
 
@@ -83,6 +88,7 @@ impl When {
                         }
                         all.push(Clause::Field {
                             cond: compile_cond(key, cond)?,
+                            text: format!("{key}: {cond}"),
                             path,
                         });
                     }
@@ -97,7 +103,23 @@ impl When {
     pub fn matches(&self, alert: &Value) -> bool {
         self.all.iter().all(|clause| match clause {
             Clause::Any(options) => options.iter().any(|w| w.matches(alert)),
-            Clause::Field { path, cond } => eval(cond, path, resolve(alert, path)),
+            Clause::Field { path, cond, .. } => eval(cond, path, resolve(alert, path)),
+        })
+    }
+
+    /// Why `alert` does not satisfy the conditions (the first clause that fails, with the
+    /// value it saw), or `None` when it does.
+    pub fn mismatch(&self, alert: &Value) -> Option<String> {
+        self.all.iter().find_map(|clause| match clause {
+            Clause::Any(options) => (!options.iter().any(|w| w.matches(alert)))
+                .then(|| "none of the `any` alternatives holds".to_owned()),
+            Clause::Field { path, cond, text } => {
+                let value = resolve(alert, path);
+                (!eval(cond, path, value)).then(|| match value {
+                    Some(v) => format!("`{text}` does not hold for {v}"),
+                    None => format!("`{text}` does not hold: the field is absent"),
+                })
+            }
         })
     }
 }

@@ -632,6 +632,7 @@ async fn concurrent_alerts_of_one_fingerprint_open_one_case_and_respect_the_grou
         tags: Vec::new(),
         raw: json!({"rule": "R1"}),
         mapping: None,
+        match_report: None,
     };
     // Twelve alerts of one fingerprint recorded at once, straight through the store.
     let outcomes = join_spawned(

@@ -43,6 +43,8 @@ pub struct NewAlert {
     pub raw: serde_json::Value,
     /// The custom mapping (`source@vN`) that produced it, if one did.
     pub mapping: Option<String>,
+    /// Which playbooks matched and why the others did not (set by the scheduler).
+    pub match_report: Option<serde_json::Value>,
 }
 
 /// A run the scheduler wants created for a new alert.
@@ -138,8 +140,8 @@ impl Store {
         let (inserted, case_id, duplicate_count): (bool, Option<Uuid>, i32) = sqlx::query_as(
             "INSERT INTO alerts (id, tenant_id, source, source_ref, title, description, severity,
                 occurred_at, received_at, observables, tags, raw, last_seen_at, fingerprint,
-                mapping)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $9, $13, $14)
+                mapping, match_report)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $9, $13, $14, $15)
              ON CONFLICT (tenant_id, source, source_ref) DO UPDATE
                 SET duplicate_count = alerts.duplicate_count + 1,
                     last_seen_at = EXCLUDED.last_seen_at
@@ -159,6 +161,7 @@ impl Store {
         .bind(Json(&alert.raw))
         .bind(&fingerprint.hash)
         .bind(alert.mapping.as_deref())
+        .bind(alert.match_report.as_ref().map(Json))
         .fetch_one(&mut *tx)
         .await?;
 
@@ -275,7 +278,7 @@ impl Store {
         let mut alert: AlertView = sqlx::query_as(
             "SELECT id, tenant_id, source, source_ref, title, description, severity, occurred_at,
                     received_at, observables, tags, raw, case_id, duplicate_count, last_seen_at,
-                    mapping
+                    mapping, match_report
              FROM alerts WHERE tenant_id = $1 AND id = $2",
         )
         .bind(tenant)
@@ -515,6 +518,8 @@ pub struct AlertView {
     pub last_seen_at: OffsetDateTime,
     /// The custom mapping (`source@vN`) that produced the alert, if one did.
     pub mapping: Option<String>,
+    /// Which playbooks matched the alert and why the others did not.
+    pub match_report: Option<Json<serde_json::Value>>,
     /// Runs it triggered.
     #[sqlx(skip)]
     pub runs: Vec<RunSummary>,

@@ -377,6 +377,7 @@ mod tests {
             tags: Vec::new(),
             raw,
             mapping: None,
+            match_report: None,
         }
     }
 

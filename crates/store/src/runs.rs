@@ -610,8 +610,94 @@ impl Store {
         .bind(id)
         .fetch_all(&mut *tx)
         .await?;
+        run.explain = explain_run(&mut tx, &run).await?;
         Ok(run)
     }
+}
+
+fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+/// "Why hasn't it started?" for one run, from its state in Postgres.
+async fn explain_run(tx: &mut sqlx::PgConnection, run: &RunView) -> Result<String, StoreError> {
+    Ok(match run.status.as_str() {
+        "queued" => {
+            let (ahead, dispatched): (i64, bool) = sqlx::query_as(
+                "SELECT (SELECT count(*) FROM runs o
+                         WHERE o.tenant_id = r.tenant_id AND o.status = 'queued'
+                           AND (o.queued_at, o.id) < (r.queued_at, r.id)),
+                        r.dispatched_at IS NOT NULL
+                 FROM runs r WHERE r.tenant_id = $1 AND r.id = $2",
+            )
+            .bind(&run.tenant)
+            .bind(run.id)
+            .fetch_one(&mut *tx)
+            .await?;
+            let stage = if dispatched {
+                "published to the RUNS stream, waiting for a worker"
+            } else {
+                "waiting to be published to the RUNS stream"
+            };
+            format!(
+                "queued since {}: {stage}, behind {ahead} older queued runs of this tenant",
+                rfc3339(run.queued_at)
+            )
+        }
+        "waiting_approval" => {
+            let approval: Option<(String, OffsetDateTime, String)> = sqlx::query_as(
+                "SELECT title, expires_at, default_decision FROM approvals
+                 WHERE tenant_id = $1 AND run_id = $2 AND status = 'pending'
+                 ORDER BY created_at DESC LIMIT 1",
+            )
+            .bind(&run.tenant)
+            .bind(run.id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            match approval {
+                Some((title, expires, default)) => format!(
+                    "waiting for approval {title:?} until {}; then the default applies: {default}",
+                    rfc3339(expires)
+                ),
+                None => "waiting for an approval".to_owned(),
+            }
+        }
+        "sleeping" => {
+            let resume: Option<OffsetDateTime> =
+                sqlx::query_scalar("SELECT resume_at FROM runs WHERE tenant_id = $1 AND id = $2")
+                    .bind(&run.tenant)
+                    .bind(run.id)
+                    .fetch_one(&mut *tx)
+                    .await?;
+            match resume {
+                Some(t) => format!("asleep until {}", rfc3339(t)),
+                None => "asleep".to_owned(),
+            }
+        }
+        "running" => format!(
+            "running (attempt {}) since {}",
+            run.attempts,
+            run.started_at.map(rfc3339).unwrap_or_default()
+        ),
+        "dead_lettered" => format!(
+            "dead-lettered: {}",
+            run.error.as_deref().unwrap_or("no reason recorded")
+        ),
+        "needs_review" => format!(
+            "stopped for review: {}",
+            run.error.as_deref().unwrap_or("an uncertain step")
+        ),
+        "succeeded" | "skipped" | "cancelled" => format!(
+            "{} at {}",
+            run.status,
+            run.finished_at.map(rfc3339).unwrap_or_default()
+        ),
+        other => format!(
+            "{other}: {}",
+            run.error.as_deref().unwrap_or("no error recorded")
+        ),
+    })
 }
 
 /// A run as listed under its alert.
@@ -681,6 +767,10 @@ pub struct RunView {
     /// Log lines.
     #[sqlx(skip)]
     pub logs: Vec<LogLine>,
+    /// Where the run is, in words: queued behind N runs, waiting for an approval until T,
+    /// asleep until T, running since T, or why it ended.
+    #[sqlx(skip)]
+    pub explain: String,
 }
 
 /// A journaled step as the API shows it.
