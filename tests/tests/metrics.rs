@@ -145,6 +145,8 @@ async fn every_service_exposes_valid_metrics_that_follow_the_pipeline() {
                 "tocsin_action_duration_seconds_count 2",
                 "tocsin_action_errors_total 1",
                 "tocsin_runners{state=\"ready\"} 2",
+                "tocsin_run_wait_seconds_count{tenant=\"default\"} 1",
+                "tocsin_run_execution_seconds_count{playbook=\"triage\"} 1",
             ],
         ),
     ];

@@ -203,7 +203,27 @@ async fn handle(exec: &Executor, message: &jetstream::Message) -> Result<Settle,
         Err(e) => return Err(e.into()),
     };
     tracing::info!(epoch = run.epoch, attempt = run.attempts, "run claimed");
-    match execute(exec, message, &run).await {
+    let metrics = tocsin_core::metrics::registry();
+    if run.attempts == 1 {
+        let waited = (time::OffsetDateTime::now_utc() - run.queued_at).as_seconds_f64();
+        metrics.observe(
+            "tocsin_run_wait_seconds",
+            "Time from a run being queued to its first start, by tenant",
+            &["tenant"],
+            &[&run.tenant_id],
+            waited.max(0.0),
+        );
+    }
+    let started = std::time::Instant::now();
+    let result = execute(exec, message, &run).await;
+    metrics.observe(
+        "tocsin_run_execution_seconds",
+        "Duration of one execution of a run (until it ends, suspends or is handed back), by playbook",
+        &["playbook"],
+        &[&run.playbook],
+        started.elapsed().as_secs_f64(),
+    );
+    match result {
         Ok(settle) => Ok(settle),
         Err(error) => {
             // Hand the claim back so the redelivery does not wait for the lease to expire.

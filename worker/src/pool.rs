@@ -305,7 +305,14 @@ async fn supervise(slot: Arc<Slot>, spec: RunnerSpec, lifecycle: Shutdown) {
                 match outcome {
                     RunnerExit::Stopped => return,
                     RunnerExit::Exited(status) => {
-                        tracing::warn!(slot = slot.id, %status, "runner process exited; restarting")
+                        tracing::warn!(slot = slot.id, %status, "runner process exited; restarting");
+                        tocsin_core::metrics::registry().inc_by(
+                            "tocsin_runner_restarts_total",
+                            "Runner processes that exited and were restarted",
+                            &[],
+                            &[],
+                            1.0,
+                        )
                     }
                     RunnerExit::Failed(reason) => {
                         tracing::error!(slot = slot.id, %reason, "runner process failed; restarting")

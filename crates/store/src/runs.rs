@@ -37,6 +37,8 @@ pub struct ClaimedRun {
     pub trigger: String,
     /// Input of a manual run.
     pub input: Option<Json<serde_json::Value>>,
+    /// When it was queued (for the wait-time metric).
+    pub queued_at: OffsetDateTime,
 }
 
 /// Result of trying to claim a run.
@@ -174,7 +176,8 @@ impl Store {
                     lease_until = now() + make_interval(secs => $3)
              WHERE id = $1 AND tenant_id = $2
                AND (status = 'queued' OR (status = 'running' AND lease_until < now()))
-             RETURNING id, tenant_id, alert_id, playbook, bundle_hash, epoch, attempts, trigger, input",
+             RETURNING id, tenant_id, alert_id, playbook, bundle_hash, epoch, attempts, trigger, input,
+                       queued_at",
         )
         .bind(run_id)
         .bind(tenant)
