@@ -35,6 +35,8 @@ pub struct Options {
     pub runners: usize,
     /// Concurrent runs per runner.
     pub runs_per_runner: usize,
+    /// Alerts queued up front by the `backlog` scenario.
+    pub backlog: usize,
 }
 
 impl Default for Options {
@@ -48,6 +50,7 @@ impl Default for Options {
             data_dir: None,
             runners: 2,
             runs_per_runner: 32,
+            backlog: 20_000,
         }
     }
 }

@@ -26,6 +26,8 @@ pub enum Scenario {
     Enrichment,
     /// A 40-step sequential playbook, and the per-action journal overhead.
     Steps,
+    /// Drain throughput of a deep backlog of queued alerts and runs, compared with a shallow one.
+    Backlog,
 }
 
 impl Scenario {
@@ -36,6 +38,7 @@ impl Scenario {
             Scenario::E2e => "e2e",
             Scenario::Enrichment => "enrichment",
             Scenario::Steps => "steps",
+            Scenario::Backlog => "backlog",
         }
     }
 }
@@ -49,8 +52,9 @@ impl std::str::FromStr for Scenario {
             "e2e" => Ok(Scenario::E2e),
             "enrichment" => Ok(Scenario::Enrichment),
             "steps" => Ok(Scenario::Steps),
+            "backlog" => Ok(Scenario::Backlog),
             other => Err(format!(
-                "unknown scenario {other:?}: expected ingest, e2e, enrichment or steps"
+                "unknown scenario {other:?}: expected ingest, e2e, enrichment, steps or backlog"
             )),
         }
     }
@@ -289,6 +293,7 @@ pub(crate) async fn run(config: StackConfig, options: &Options) -> anyhow::Resul
             .await
         }
         Scenario::Steps => steps(&bench, options).await,
+        Scenario::Backlog => backlog(&bench, options).await,
     };
     let stopped = bench.dev.stop().await;
     let report = result?;
@@ -439,6 +444,92 @@ async fn steps(bench: &Bench, options: &Options) -> anyhow::Result<Report> {
         p99_ms: p99,
         max_ms: max,
         latency: "40-step playbook, run started → finished".to_owned(),
+        extra,
+    })
+}
+
+/// Posts `count` alerts (ids from `offset`) as fast as ingest takes them, in NDJSON batches,
+/// waits until every run finished, and returns the drain throughput (runs / time from the
+/// first start to the last finish) and the run times, for the runs of alerts received since
+/// this call began.
+async fn drain(bench: &Bench, offset: u64, count: u64) -> anyhow::Result<(f64, usize, Vec<f64>)> {
+    const BATCH: u64 = 500;
+    let since = time::OffsetDateTime::now_utc();
+    let url = format!("{}/v1/alerts", bench.dev.env.ingest_url);
+    let mut i = 0;
+    while i < count {
+        let n = BATCH.min(count - i);
+        let body = (0..n)
+            .map(|j| alerts("bench-e2e", offset + i + j, 1, &serde_json::json!({})))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let response = bench
+            .http
+            .post(&url)
+            .bearer_auth(&bench.dev.env.ingest_key)
+            .body(body)
+            .send()
+            .await
+            .context("post failed")?;
+        if response.status() != 202 {
+            bail!("ingest answered {}", response.status());
+        }
+        i += n;
+    }
+    let expected = i64::try_from(offset + count).unwrap_or(i64::MAX);
+    settle(bench, expected).await?;
+    let timings: Vec<_> = bench
+        .store
+        .run_timings(DEV_TENANT)
+        .await?
+        .into_iter()
+        .filter(|t| t.playbook == "trivial" && t.received_at.is_some_and(|r| r >= since))
+        .collect();
+    let mut first = None;
+    let mut last = None;
+    let mut run_ms = Vec::new();
+    for t in &timings {
+        if let (Some(s), Some(f)) = (t.started_at, t.finished_at) {
+            first = Some(first.map_or(s, |x: time::OffsetDateTime| x.min(s)));
+            last = Some(last.map_or(f, |x: time::OffsetDateTime| x.max(f)));
+            run_ms.push(ms(f - s));
+        }
+    }
+    let window = match (first, last) {
+        (Some(a), Some(b)) => (b - a).as_seconds_f64().max(0.001),
+        _ => 1.0,
+    };
+    #[allow(clippy::cast_precision_loss)]
+    Ok((timings.len() as f64 / window, timings.len(), run_ms))
+}
+
+/// A shallow backlog (a tenth of `--backlog`, at least 100), then the deep one: how much a
+/// deep queue (NATS stream, outbox and run tables full) slows draining.
+async fn backlog(bench: &Bench, options: &Options) -> anyhow::Result<Report> {
+    let deep = options.backlog.max(10) as u64;
+    let shallow = (deep / 10).max(100);
+    let (base, _, _) = drain(bench, 0, shallow).await?;
+    let (throughput, count, run_ms) = drain(bench, shallow, deep).await?;
+    let (p50, p90, p99, max) = summarize(run_ms);
+    let mut extra = std::collections::BTreeMap::new();
+    #[allow(clippy::cast_precision_loss)]
+    for (k, v) in [
+        ("backlog", deep as f64),
+        ("shallow_backlog", shallow as f64),
+        ("shallow_throughput_per_s", base),
+        ("ratio_to_shallow", throughput / base.max(0.001)),
+    ] {
+        extra.insert(k.to_owned(), v);
+    }
+    Ok(Report {
+        scenario: "backlog".to_owned(),
+        count,
+        throughput_per_s: throughput,
+        p50_ms: p50,
+        p90_ms: p90,
+        p99_ms: p99,
+        max_ms: max,
+        latency: "run started → finished, while draining the deep backlog".to_owned(),
         extra,
     })
 }

@@ -92,7 +92,8 @@ enum Command {
     /// Start or inspect runs.
     #[command(subcommand)]
     Run(RunCommand),
-    /// Run a benchmark scenario against a private stack: ingest, e2e, enrichment, steps.
+    /// Run a benchmark scenario against a private stack: ingest, e2e, enrichment, steps,
+    /// backlog.
     Bench(BenchArgs),
     /// List, show, update and comment on cases (client verb).
     #[command(subcommand)]
@@ -177,7 +178,7 @@ struct DeployArgs {
 struct BenchArgs {
     #[command(flatten)]
     config: ConfigArgs,
-    /// ingest | e2e | enrichment | steps.
+    /// ingest | e2e | enrichment | steps | backlog.
     scenario: String,
     /// Seconds of load.
     #[arg(long, default_value_t = 10)]
@@ -200,6 +201,9 @@ struct BenchArgs {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
+    /// Alerts the `backlog` scenario queues up front (after a tenth as many as a baseline).
+    #[arg(long, default_value_t = 20_000)]
+    backlog: usize,
 }
 
 #[derive(Debug, Args)]
@@ -952,6 +956,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
                 data_dir: None,
                 runners: args.runners.max(1),
                 runs_per_runner: args.runs_per_runner.max(1),
+                backlog: args.backlog,
             };
             let report = tocsin_bench::run(config, &options).await?;
             if args.json {

@@ -49,6 +49,19 @@ fn every_scenario_runs_and_reports_percentiles() {
         "{enrichment}"
     );
 
+    let backlog = bench(&["backlog", "--backlog", "200"]);
+    assert_eq!(backlog["count"], 200, "{backlog}");
+    assert!(
+        backlog["extra"]["ratio_to_shallow"].as_f64().unwrap() > 0.0,
+        "{backlog}"
+    );
+    assert!(
+        backlog["extra"]["shallow_throughput_per_s"]
+            .as_f64()
+            .unwrap()
+            > 0.0
+    );
+
     let steps = bench(&["steps"]);
     assert!(steps["count"].as_u64().unwrap() >= 1, "{steps}");
     assert!(steps["extra"]["per_action_overhead_ms"].as_f64().is_some());
