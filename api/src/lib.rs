@@ -163,13 +163,11 @@ impl Server {
         let ops = match self.ops_addr {
             Some(ops_addr) => {
                 let (store, metrics_store) = (self.store.clone(), self.store.clone());
-                let checks: Vec<tocsin_http::ops::Check> = vec![(
-                    "postgres",
-                    Arc::new(move || {
+                let checks: Vec<tocsin_http::ops::Check> =
+                    vec![tocsin_http::ops::check("postgres", move || {
                         let store = store.clone();
-                        Box::pin(async move { store.ping().await.is_ok() })
-                    }),
-                )];
+                        async move { store.ping().await.is_ok() }
+                    })];
                 let refresh: tocsin_http::ops::Refresh =
                     Arc::new(move || metrics_store.record_pool_metrics("api"));
                 let (bound, task) = tocsin_http::ops::start(

@@ -388,6 +388,29 @@ async fn accept_signed(
     result
 }
 
+/// Stamps tenant, deterministic alert ids, the receipt time and a receipt id (`receipt` of
+/// the alert's index) on normalized alerts; returns the alert ids in order.
+pub(crate) fn stamp(
+    tenant: &str,
+    alerts: &mut [tocsin_proto::v1::Alert],
+    receipt: impl Fn(usize) -> String,
+) -> Vec<String> {
+    let received_at_ms =
+        i64::try_from(OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000)
+            .unwrap_or(i64::MAX);
+    alerts
+        .iter_mut()
+        .enumerate()
+        .map(|(index, alert)| {
+            alert.id = types::alert_id(tenant, &alert.source, &alert.source_ref).to_string();
+            tenant.clone_into(&mut alert.tenant);
+            alert.received_at_ms = received_at_ms;
+            alert.receipt_id = receipt(index);
+            alert.id.clone()
+        })
+        .collect()
+}
+
 /// Why alerts were not accepted.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum AcceptError {
@@ -432,14 +455,19 @@ pub(crate) async fn accept(
     mut alerts: Vec<tocsin_proto::v1::Alert>,
 ) -> Result<Vec<String>, AcceptError> {
     let count = |outcome: &str, alerts: &[tocsin_proto::v1::Alert]| {
-        let metrics = tocsin_core::metrics::registry();
+        // One registry update per source, not per alert: batches hold up to max_batch.
+        let mut per_source = std::collections::BTreeMap::<&str, f64>::new();
         for alert in alerts {
+            *per_source.entry(alert.source.as_str()).or_default() += 1.0;
+        }
+        let metrics = tocsin_core::metrics::registry();
+        for (source, n) in per_source {
             metrics.inc_by(
                 "tocsin_ingest_alerts_total",
                 "Alerts ingest handled, by tenant, source and outcome",
                 &["tenant", "source", "outcome"],
-                &[tenant, &alert.source, outcome],
-                1.0,
+                &[tenant, source, outcome],
+                n,
             );
         }
     };
@@ -449,18 +477,7 @@ pub(crate) async fn accept(
         tracing::debug!(%tenant, count = alerts.len(), retry_after_secs, "tenant over its alert rate");
         return Err(AcceptError::RateLimited { retry_after_secs });
     }
-    let received_at_ms =
-        i64::try_from(OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000)
-            .unwrap_or(i64::MAX);
-    let mut ids = Vec::with_capacity(alerts.len());
-    for alert in &mut alerts {
-        let id = types::alert_id(tenant, &alert.source, &alert.source_ref);
-        alert.id = id.to_string();
-        tenant.clone_into(&mut alert.tenant);
-        alert.received_at_ms = received_at_ms;
-        alert.receipt_id = Uuid::now_v7().to_string();
-        ids.push(alert.id.clone());
-    }
+    let ids = stamp(tenant, &mut alerts, |_| Uuid::now_v7().to_string());
     if let Err(error) = publish_alerts(&state.nats, &state.js, &alerts).await {
         tracing::warn!(%tenant, count = alerts.len(), error = %error, "alerts not accepted: jetstream unavailable");
         count("unavailable", &alerts);

@@ -11,10 +11,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, AckKind, consumer::pull};
-use time::OffsetDateTime;
 use tocsin_core::Shutdown;
 use tocsin_core::nats::{BoxError, DurablePull};
-use tocsin_proto::{subjects, types, v1};
+use tocsin_proto::{subjects, types};
 use tokio::sync::Semaphore;
 use uuid::Uuid;
 
@@ -194,7 +193,15 @@ async fn process(state: &Inner, subject: &str, sequence: u64, payload: &[u8]) ->
     if let Err(wait) = state.limiter.take(tenant, alerts.len()) {
         return Outcome::Later(wait.max(Duration::from_millis(100)));
     }
-    stamp(tenant, sequence, &mut alerts);
+    // Receipt ids derive from the stream sequence, so a redelivered message is recognized
+    // downstream as the same delivery.
+    crate::http::stamp(tenant, &mut alerts, |index| {
+        Uuid::new_v5(
+            &Uuid::NAMESPACE_OID,
+            format!("tocsin-ingest-stream:{sequence}:{index}").as_bytes(),
+        )
+        .to_string()
+    });
     match publish_alerts(&state.nats, &state.js, &alerts).await {
         Ok(()) => {
             tracing::debug!(%tenant, count = alerts.len(), "ingest events accepted");
@@ -206,24 +213,6 @@ async fn process(state: &Inner, subject: &str, sequence: u64, payload: &[u8]) ->
                 state.retry_after_secs.max(1),
             )))
         }
-    }
-}
-
-/// Tenant, ids and receipt time; receipt ids are derived from the stream sequence, so a
-/// redelivered message is recognized downstream as the same delivery.
-fn stamp(tenant: &str, sequence: u64, alerts: &mut [v1::Alert]) {
-    let received_at_ms =
-        i64::try_from(OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000)
-            .unwrap_or(i64::MAX);
-    for (index, alert) in alerts.iter_mut().enumerate() {
-        alert.id = types::alert_id(tenant, &alert.source, &alert.source_ref).to_string();
-        tenant.clone_into(&mut alert.tenant);
-        alert.received_at_ms = received_at_ms;
-        alert.receipt_id = Uuid::new_v5(
-            &Uuid::NAMESPACE_OID,
-            format!("tocsin-ingest-stream:{sequence}:{index}").as_bytes(),
-        )
-        .to_string();
     }
 }
 

@@ -113,21 +113,15 @@ impl Server {
                 let (nats, store, metrics_store) =
                     (self.nats.clone(), self.store.clone(), self.store.clone());
                 let checks: Vec<tocsin_http::ops::Check> = vec![
-                    (
-                        "nats",
-                        std::sync::Arc::new(move || {
-                            let ok =
-                                nats.connection_state() == async_nats::connection::State::Connected;
-                            Box::pin(async move { ok })
-                        }),
-                    ),
-                    (
-                        "postgres",
-                        std::sync::Arc::new(move || {
-                            let store = store.clone();
-                            Box::pin(async move { store.ping().await.is_ok() })
-                        }),
-                    ),
+                    tocsin_http::ops::check("nats", move || {
+                        let ok =
+                            nats.connection_state() == async_nats::connection::State::Connected;
+                        async move { ok }
+                    }),
+                    tocsin_http::ops::check("postgres", move || {
+                        let store = store.clone();
+                        async move { store.ping().await.is_ok() }
+                    }),
                 ];
                 let refresh: tocsin_http::ops::Refresh =
                     std::sync::Arc::new(move || metrics_store.record_pool_metrics("ingest"));

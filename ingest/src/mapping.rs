@@ -27,6 +27,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
+use tocsin_core::cache::TtlCache;
 use tocsin_proto::types::{OBSERVABLE_TYPES, Severity};
 use tocsin_proto::v1;
 
@@ -498,22 +499,18 @@ pub struct ActiveMapping {
     pub mapping: Mapping,
 }
 
-type CachedMapping = (std::time::Instant, Option<std::sync::Arc<ActiveMapping>>);
-
-/// The newest mapping per (tenant, source), cached for `ttl`; bounded.
+/// The newest mapping per (tenant, source), cached for `ttl` (a miss is cached too).
 #[derive(Debug)]
 pub(crate) struct MappingCache {
     store: tocsin_store::Store,
-    ttl: std::time::Duration,
-    entries: std::sync::Mutex<std::collections::HashMap<(String, String), CachedMapping>>,
+    entries: TtlCache<(String, String), Option<std::sync::Arc<ActiveMapping>>>,
 }
 
 impl MappingCache {
     pub(crate) fn new(store: tocsin_store::Store, ttl: std::time::Duration) -> Self {
         Self {
             store,
-            ttl,
-            entries: std::sync::Mutex::new(std::collections::HashMap::new()),
+            entries: TtlCache::new(ttl, 10_000),
         }
     }
 
@@ -525,11 +522,8 @@ impl MappingCache {
         source: &str,
     ) -> Result<Option<std::sync::Arc<ActiveMapping>>, String> {
         let key = (tenant.to_owned(), source.to_owned());
-        if let Ok(entries) = self.entries.lock()
-            && let Some((at, found)) = entries.get(&key)
-            && at.elapsed() < self.ttl
-        {
-            return Ok(found.clone());
+        if let Some(found) = self.entries.get(&key) {
+            return Ok(found);
         }
         let saved = self
             .store
@@ -551,12 +545,7 @@ impl MappingCache {
                 }))
             }
         };
-        if let Ok(mut entries) = self.entries.lock() {
-            if entries.len() >= 10_000 {
-                entries.clear();
-            }
-            entries.insert(key, (std::time::Instant::now(), found.clone()));
-        }
+        self.entries.insert(key, found.clone());
         Ok(found)
     }
 }

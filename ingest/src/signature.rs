@@ -5,14 +5,14 @@
 //! from now are refused; so is a message id accepted before (see the store's receipts).
 //! Comparison is constant-time (`Mac::verify_slice`).
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use axum::http::HeaderMap;
 use base64::Engine;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
+use tocsin_core::cache::TtlCache;
 use tocsin_store::Store;
 use tocsin_store::secrets::{MasterKey, SecretError};
 use tocsin_store::webhooks::WebhookSigning;
@@ -142,8 +142,7 @@ const MAX_TENANTS: usize = 10_000;
 pub(crate) struct SigningCache {
     store: Store,
     master: Option<MasterKey>,
-    ttl: Duration,
-    entries: Mutex<HashMap<String, (Instant, Arc<WebhookSigning>)>>,
+    entries: TtlCache<String, Arc<WebhookSigning>>,
 }
 
 impl SigningCache {
@@ -151,8 +150,7 @@ impl SigningCache {
         Self {
             store,
             master,
-            ttl,
-            entries: Mutex::new(HashMap::new()),
+            entries: TtlCache::new(ttl, MAX_TENANTS),
         }
     }
 
@@ -161,23 +159,15 @@ impl SigningCache {
     }
 
     pub(crate) async fn get(&self, tenant: &str) -> Result<Arc<WebhookSigning>, SecretError> {
-        if let Ok(entries) = self.entries.lock()
-            && let Some((at, signing)) = entries.get(tenant)
-            && at.elapsed() < self.ttl
-        {
-            return Ok(signing.clone());
+        if let Some(signing) = self.entries.get(tenant) {
+            return Ok(signing);
         }
         let signing = Arc::new(
             self.store
                 .webhook_signing(self.master.as_ref(), tenant)
                 .await?,
         );
-        if let Ok(mut entries) = self.entries.lock() {
-            if entries.len() >= MAX_TENANTS {
-                entries.clear();
-            }
-            entries.insert(tenant.to_owned(), (Instant::now(), signing.clone()));
-        }
+        self.entries.insert(tenant.to_owned(), signing.clone());
         Ok(signing)
     }
 }

@@ -49,21 +49,14 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), SchedulerErro
             let nats = nats.clone();
             let store = store.clone();
             let checks: Vec<tocsin_http::ops::Check> = vec![
-                (
-                    "nats",
-                    std::sync::Arc::new(move || {
-                        let ok =
-                            nats.connection_state() == async_nats::connection::State::Connected;
-                        Box::pin(async move { ok })
-                    }),
-                ),
-                (
-                    "postgres",
-                    std::sync::Arc::new(move || {
-                        let store = store.clone();
-                        Box::pin(async move { store.ping().await.is_ok() })
-                    }),
-                ),
+                tocsin_http::ops::check("nats", move || {
+                    let ok = nats.connection_state() == async_nats::connection::State::Connected;
+                    async move { ok }
+                }),
+                tocsin_http::ops::check("postgres", move || {
+                    let store = store.clone();
+                    async move { store.ping().await.is_ok() }
+                }),
             ];
             let pool_store = metrics_store.clone();
             let refresh: tocsin_http::ops::Refresh =

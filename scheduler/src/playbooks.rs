@@ -1,10 +1,10 @@
 //! Per-tenant cache of deployed playbooks with their compiled `when` conditions.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use tocsin_core::Shutdown;
+use tocsin_core::cache::TtlCache;
 use tocsin_store::bundles::{PLAYBOOKS_CHANNEL, PlaybookMeta};
 use tocsin_store::{Store, StoreError};
 
@@ -29,39 +29,30 @@ const MAX_TENANTS: usize = 10_000;
 #[derive(Debug)]
 pub(crate) struct PlaybookCache {
     store: Store,
-    ttl: Duration,
-    entries: Mutex<HashMap<String, (Instant, Arc<Deployed>)>>,
+    entries: TtlCache<String, Arc<Deployed>>,
 }
 
 impl PlaybookCache {
     pub(crate) fn new(store: Store, ttl: Duration) -> Self {
         Self {
             store,
-            ttl,
-            entries: Mutex::new(HashMap::new()),
+            entries: TtlCache::new(ttl, MAX_TENANTS),
         }
     }
 
     /// Drops the cached copy of `tenant`'s playbooks (they changed).
     pub(crate) fn invalidate(&self, tenant: &str) {
-        if let Ok(mut entries) = self.entries.lock() {
-            entries.remove(tenant);
-        }
+        self.entries.remove(tenant);
     }
 
     /// Drops every cached copy (notifications may have been missed).
     pub(crate) fn clear(&self) {
-        if let Ok(mut entries) = self.entries.lock() {
-            entries.clear();
-        }
+        self.entries.clear();
     }
 
     pub(crate) async fn get(&self, tenant: &str) -> Result<Arc<Deployed>, StoreError> {
-        if let Ok(entries) = self.entries.lock()
-            && let Some((at, deployed)) = entries.get(tenant)
-            && at.elapsed() < self.ttl
-        {
-            return Ok(deployed.clone());
+        if let Some(deployed) = self.entries.get(tenant) {
+            return Ok(deployed);
         }
         let deployed = Arc::new(match self.store.active_bundle(tenant).await? {
             None => Deployed::default(),
@@ -82,12 +73,7 @@ impl PlaybookCache {
                 bundle_hash: bundle.hash,
             },
         });
-        if let Ok(mut entries) = self.entries.lock() {
-            if entries.len() >= MAX_TENANTS {
-                entries.clear();
-            }
-            entries.insert(tenant.to_owned(), (Instant::now(), deployed.clone()));
-        }
+        self.entries.insert(tenant.to_owned(), deployed.clone());
         Ok(deployed)
     }
 }

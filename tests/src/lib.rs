@@ -318,6 +318,35 @@ impl TestStack {
         Some(response.json().await.expect("json"))
     }
 
+    /// Calls the API with `key` (and `X-Tocsin-Tenant` for operator keys); returns the status
+    /// and the body (JSON, or the text as a JSON string).
+    pub async fn call_as(
+        &self,
+        key: &str,
+        tenant: Option<&str>,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.api_url))
+            .bearer_auth(key);
+        if let Some(tenant) = tenant {
+            request = request.header("X-Tocsin-Tenant", tenant);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("api reachable");
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap_or_default();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
     /// Polls `GET path` until `done` holds (or fails the test after [`WAIT`]).
     pub async fn wait_for(&self, path: &str, done: impl Fn(&Value) -> bool) -> Value {
         let start = Instant::now();

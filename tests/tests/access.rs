@@ -29,23 +29,7 @@ async fn call_as(
     path: &str,
     body: Option<Value>,
 ) -> (u16, Value) {
-    let mut request = stack
-        .http
-        .request(method, format!("{}{path}", stack.api_url))
-        .bearer_auth(key);
-    if let Some(tenant) = tenant {
-        request = request.header("X-Tocsin-Tenant", tenant);
-    }
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let response = request.send().await.unwrap();
-    let status = response.status().as_u16();
-    let text = response.text().await.unwrap();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
+    stack.call_as(key, tenant, method, path, body).await
 }
 
 async fn create_key(stack: &TestStack, role: &str, expires_at: Option<String>) -> (String, String) {

@@ -52,20 +52,7 @@ async fn call(
     path: &str,
     body: Option<Value>,
 ) -> (u16, Value) {
-    let mut request = stack
-        .http
-        .request(method, format!("{}{path}", stack.api_url))
-        .bearer_auth(key);
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let response = request.send().await.unwrap();
-    let status = response.status().as_u16();
-    let text = response.text().await.unwrap();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
+    stack.call_as(key, None, method, path, body).await
 }
 
 /// What tenant B owns, by path-parameter meaning.

@@ -118,28 +118,18 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), WorkerError> 
             });
             let (nats, store, pool) = (nats.clone(), store.clone(), pool.clone());
             let checks: Vec<tocsin_http::ops::Check> = vec![
-                (
-                    "nats",
-                    Arc::new(move || {
-                        let ok =
-                            nats.connection_state() == async_nats::connection::State::Connected;
-                        Box::pin(async move { ok })
-                    }),
-                ),
-                (
-                    "postgres",
-                    Arc::new(move || {
-                        let store = store.clone();
-                        Box::pin(async move { store.ping().await.is_ok() })
-                    }),
-                ),
-                (
-                    "runners",
-                    Arc::new(move || {
-                        let ok = pool.ready_runners() > 0;
-                        Box::pin(async move { ok })
-                    }),
-                ),
+                tocsin_http::ops::check("nats", move || {
+                    let ok = nats.connection_state() == async_nats::connection::State::Connected;
+                    async move { ok }
+                }),
+                tocsin_http::ops::check("postgres", move || {
+                    let store = store.clone();
+                    async move { store.ping().await.is_ok() }
+                }),
+                tocsin_http::ops::check("runners", move || {
+                    let ok = pool.ready_runners() > 0;
+                    async move { ok }
+                }),
             ];
             let (bound, task) = tocsin_http::ops::start(
                 addr,

@@ -4,6 +4,7 @@
 //! No domain logic, no HTTP types, no SQL.
 #![forbid(unsafe_code)]
 
+pub mod cache;
 pub mod config;
 pub mod error;
 pub mod metrics;

@@ -23,6 +23,15 @@ pub type Check = (
     Arc<dyn Fn() -> Pin<Box<dyn Future<Output = bool> + Send>> + Send + Sync>,
 );
 
+/// A readiness check named `name` from an async probe.
+pub fn check<F, Fut>(name: &'static str, probe: F) -> Check
+where
+    F: Fn() -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = bool> + Send + 'static,
+{
+    (name, Arc::new(move || Box::pin(probe())))
+}
+
 /// Refreshes gauges (pool sizes, ...) right before `/metrics` renders.
 pub type Refresh = Arc<dyn Fn() + Send + Sync>;
 

@@ -109,6 +109,25 @@ async fn notify_playbooks_changed(
     Ok(())
 }
 
+/// A bundle's playbooks with their effective `enabled` (the switch, else the bundle's).
+async fn bundle_playbooks(
+    tx: &mut sqlx::PgConnection,
+    tenant: &str,
+    hash: &str,
+) -> Result<Vec<PlaybookMeta>, StoreError> {
+    Ok(sqlx::query_as::<_, PlaybookMeta>(
+        "SELECT p.name, p.module, p.function, p.trigger, p.when_cond, p.priority, p.timeout_ms,
+                p.file, p.line, COALESCE(s.enabled, p.enabled) AS enabled, p.tenants
+         FROM playbooks p
+         LEFT JOIN playbook_switches s ON s.tenant_id = p.tenant_id AND s.name = p.name
+         WHERE p.tenant_id = $1 AND p.bundle_hash = $2 ORDER BY p.name",
+    )
+    .bind(tenant)
+    .bind(hash)
+    .fetch_all(tx)
+    .await?)
+}
+
 /// A deployment: which bundle is live for a tenant, since when and by whom.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct Deployment {
@@ -206,6 +225,7 @@ impl Store {
         &self,
         tenant: &str,
     ) -> Result<Option<(Deployment, Vec<PlaybookMeta>)>, StoreError> {
+        // One transaction: the deployment and its playbooks are read from the same snapshot.
         let mut tx = self.begin(crate::Scope::Tenant(tenant)).await?;
         let deployment = sqlx::query_as::<_, Deployment>(
             "SELECT bundle_hash, deployed_by, deployed_at FROM deployments
@@ -214,23 +234,10 @@ impl Store {
         .bind(tenant)
         .fetch_optional(&mut *tx)
         .await?;
-        tx.commit().await?;
         let Some(deployment) = deployment else {
             return Ok(None);
         };
-        let bundle = self.active_bundle(tenant).await?;
-        // A deploy between the two reads: answer with the playbooks of the newer bundle.
-        let (deployment, playbooks) = match bundle {
-            Some(b) if b.hash == deployment.bundle_hash => (deployment, b.playbooks),
-            Some(b) => (
-                Deployment {
-                    bundle_hash: b.hash,
-                    ..deployment
-                },
-                b.playbooks,
-            ),
-            None => return Ok(None),
-        };
+        let playbooks = bundle_playbooks(&mut tx, tenant, &deployment.bundle_hash).await?;
         Ok(Some((deployment, playbooks)))
     }
 
@@ -282,17 +289,7 @@ impl Store {
         let Some(hash) = hash else {
             return Ok(None);
         };
-        let playbooks = sqlx::query_as::<_, PlaybookMeta>(
-            "SELECT p.name, p.module, p.function, p.trigger, p.when_cond, p.priority, p.timeout_ms,
-                    p.file, p.line, COALESCE(s.enabled, p.enabled) AS enabled, p.tenants
-             FROM playbooks p
-             LEFT JOIN playbook_switches s ON s.tenant_id = p.tenant_id AND s.name = p.name
-             WHERE p.tenant_id = $1 AND p.bundle_hash = $2 ORDER BY p.name",
-        )
-        .bind(tenant)
-        .bind(&hash)
-        .fetch_all(&mut *tx)
-        .await?;
+        let playbooks = bundle_playbooks(&mut tx, tenant, &hash).await?;
         Ok(Some(ActiveBundle { hash, playbooks }))
     }
 

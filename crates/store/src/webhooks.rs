@@ -44,6 +44,15 @@ pub struct WebhookSigning {
     pub keys: Vec<Vec<u8>>,
 }
 
+async fn required(tx: &mut sqlx::PgConnection, tenant: &str) -> Result<bool, StoreError> {
+    let required: Option<bool> =
+        sqlx::query_scalar("SELECT require_signatures FROM webhook_settings WHERE tenant_id = $1")
+            .bind(tenant)
+            .fetch_optional(tx)
+            .await?;
+    Ok(required.unwrap_or(false))
+}
+
 impl Store {
     /// Creates a signing secret for `tenant`; returns its id and value (`whsec_...`), shown
     /// once. At most [`MAX_SECRETS`] per tenant.
@@ -151,13 +160,7 @@ impl Store {
     /// Whether the tenant requires signed webhooks.
     pub async fn webhook_signatures_required(&self, tenant: &str) -> Result<bool, StoreError> {
         let mut tx = self.begin(Scope::Tenant(tenant)).await?;
-        let required: Option<bool> = sqlx::query_scalar(
-            "SELECT require_signatures FROM webhook_settings WHERE tenant_id = $1",
-        )
-        .bind(tenant)
-        .fetch_optional(&mut *tx)
-        .await?;
-        Ok(required.unwrap_or(false))
+        required(&mut tx, tenant).await
     }
 
     /// The tenant's signing setting and keys, decrypted (for ingest). Without a master key
@@ -167,14 +170,14 @@ impl Store {
         master: Option<&MasterKey>,
         tenant: &str,
     ) -> Result<WebhookSigning, SecretError> {
-        let require_signatures = self.webhook_signatures_required(tenant).await?;
+        let mut tx = self.begin(Scope::Tenant(tenant)).await?;
+        let require_signatures = required(&mut tx, tenant).await?;
         let Some(master) = master else {
             return Ok(WebhookSigning {
                 require_signatures,
                 keys: Vec::new(),
             });
         };
-        let mut tx = self.begin(Scope::Tenant(tenant)).await?;
         let rows: Vec<(Uuid, Vec<u8>, Vec<u8>)> = sqlx::query_as(
             "SELECT id, nonce, sealed FROM webhook_secrets
              WHERE tenant_id = $1 ORDER BY created_at DESC, id DESC",
