@@ -196,6 +196,7 @@ pub(crate) fn router(state: AppState) -> Router {
             };
             router.route(r.path, handler)
         })
+        .route_layer(axum::middleware::from_fn(tocsin_http::traced))
         .with_state(state)
 }
 

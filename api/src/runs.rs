@@ -97,6 +97,7 @@ pub(crate) async fn start_run(
             &request.playbook,
             request.alert_id,
             request.input.as_ref(),
+            tocsin_core::trace::traceparent(&tracing::Span::current()).as_deref(),
         )
         .await
         .map_err(|e| store_problem(&e))?;

@@ -19,6 +19,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tocsin_core::Shutdown;
 use tocsin_core::config::{ConfigError, TelemetryConfig, Validate};
+use tocsin_core::telemetry::TelemetryGuard;
 use tocsin_store::Store;
 
 use crate::dev::{Dev, DevOptions};
@@ -564,8 +565,9 @@ where
 /// Loads and inits telemetry for a service command, or handles --print/--check-config.
 fn service_config<T>(
     args: &ServiceArgs,
+    service: &'static str,
     telemetry: impl Fn(&T) -> &TelemetryConfig,
-) -> anyhow::Result<Option<T>>
+) -> anyhow::Result<Option<(T, TelemetryGuard)>>
 where
     T: Serialize + DeserializeOwned + Default + Validate,
 {
@@ -578,12 +580,12 @@ where
         println!("configuration is valid");
         return Ok(None);
     }
-    let _guard = tocsin_core::telemetry::init(telemetry(&config), "tocsin");
-    Ok(Some(config))
+    let guard = tocsin_core::telemetry::init(telemetry(&config), service);
+    Ok(Some((config, guard)))
 }
 
-/// Runs `service` until SIGTERM/SIGINT.
-async fn serve<F, Fut, E>(service: F) -> anyhow::Result<()>
+/// Runs `service` until SIGTERM/SIGINT, then flushes telemetry (the last drain step).
+async fn serve<F, Fut, E>(guard: TelemetryGuard, service: F) -> anyhow::Result<()>
 where
     F: FnOnce(Shutdown) -> Fut,
     Fut: std::future::Future<Output = Result<(), E>>,
@@ -595,7 +597,9 @@ where
         tocsin_core::shutdown::signal().await;
         trigger.cancel();
     });
-    service(shutdown).await.map_err(anyhow::Error::new)
+    let result = service(shutdown).await.map_err(anyhow::Error::new);
+    guard.shutdown().await;
+    result
 }
 
 async fn dispatch(command: Command) -> anyhow::Result<()> {
@@ -751,32 +755,33 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             client::show_run(&client, &id).await
         }
         Command::Ingest(args) => {
-            match service_config::<tocsin_ingest::Config>(&args, |c| &c.telemetry)? {
-                Some(config) => serve(|s| tocsin_ingest::run(config, s)).await,
+            match service_config::<tocsin_ingest::Config>(&args, "ingest", |c| &c.telemetry)? {
+                Some((config, guard)) => serve(guard, |s| tocsin_ingest::run(config, s)).await,
                 None => Ok(()),
             }
         }
         Command::Scheduler(args) => {
-            match service_config::<tocsin_scheduler::Config>(&args, |c| &c.telemetry)? {
-                Some(config) => serve(|s| tocsin_scheduler::run(config, s)).await,
+            match service_config::<tocsin_scheduler::Config>(&args, "scheduler", |c| &c.telemetry)?
+            {
+                Some((config, guard)) => serve(guard, |s| tocsin_scheduler::run(config, s)).await,
                 None => Ok(()),
             }
         }
         Command::Worker(args) => {
-            match service_config::<tocsin_worker::Config>(&args, |c| &c.telemetry)? {
-                Some(config) => serve(|s| tocsin_worker::run(config, s)).await,
+            match service_config::<tocsin_worker::Config>(&args, "worker", |c| &c.telemetry)? {
+                Some((config, guard)) => serve(guard, |s| tocsin_worker::run(config, s)).await,
                 None => Ok(()),
             }
         }
         Command::Api(args) => {
-            match service_config::<tocsin_api::Config>(&args, |c| &c.telemetry)? {
-                Some(config) => serve(|s| tocsin_api::run(config, s)).await,
+            match service_config::<tocsin_api::Config>(&args, "api", |c| &c.telemetry)? {
+                Some((config, guard)) => serve(guard, |s| tocsin_api::run(config, s)).await,
                 None => Ok(()),
             }
         }
         Command::Migrate(args) => {
             let config: StackConfig = load(&args)?;
-            let _guard = tocsin_core::telemetry::init(&config.telemetry, "tocsin");
+            let _guard = tocsin_core::telemetry::init(&config.telemetry, "migrate");
             let store = connect(&config).await?;
             store.migrate().await.context("migration failed")?;
             println!("database is up to date");
@@ -806,7 +811,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
         }
         Command::Deploy(args) | Command::Playbook(PlaybookCommand::Deploy(args)) => {
             let config: StackConfig = load(&args.config)?;
-            let _guard = tocsin_core::telemetry::init(&config.telemetry, "tocsin");
+            let _guard = tocsin_core::telemetry::init(&config.telemetry, "cli");
             let store = connect(&config).await?;
             let mut worker = config.worker.clone();
             if worker.sdk_path.is_none() && args.dir.join("sdk/tocsin").is_dir() {
@@ -944,7 +949,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
         }
         Command::Bench(args) => {
             let config: StackConfig = load(&args.config)?;
-            let _guard = tocsin_core::telemetry::init(&config.telemetry, "tocsin-bench");
+            let _guard = tocsin_core::telemetry::init(&config.telemetry, "bench");
             let scenario: tocsin_bench::Scenario =
                 args.scenario.parse().map_err(anyhow::Error::msg)?;
             let options = tocsin_bench::Options {
@@ -1025,7 +1030,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
         }
         Command::Dev(args) => {
             let config: StackConfig = load(&args.config)?;
-            let _guard = tocsin_core::telemetry::init(&config.telemetry, "tocsin-dev");
+            let _guard = tocsin_core::telemetry::init(&config.telemetry, "dev");
             let options = DevOptions {
                 data_dir: args.data_dir,
                 playbooks: args.playbooks,
@@ -1036,7 +1041,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
         }
         Command::Demo(args) => {
             let config: StackConfig = load(&args.config)?;
-            let _guard = tocsin_core::telemetry::init(&config.telemetry, "tocsin-demo");
+            let _guard = tocsin_core::telemetry::init(&config.telemetry, "demo");
             if args.data_dir.exists() {
                 std::fs::remove_dir_all(&args.data_dir)
                     .with_context(|| format!("failed to empty {}", args.data_dir.display()))?;

@@ -83,6 +83,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .merge(crate::hec::routes())
         .route_layer(axum::middleware::from_fn(track))
+        .route_layer(axum::middleware::from_fn(tocsin_http::traced))
         .with_state(state)
 }
 

@@ -20,6 +20,7 @@ use uuid::Uuid;
 use crate::http::Inner;
 use crate::limits::check_shape;
 use crate::publish::publish_alerts;
+use tracing::Instrument;
 
 /// Source names of Tocsin's own format on an ingest subject.
 const GENERIC_SOURCES: [&str; 2] = ["alerts", "generic"];
@@ -97,7 +98,21 @@ async fn open_consumer(
 async fn handle(state: &Inner, message: jetstream::Message) {
     let sequence = message.info().map(|i| i.stream_sequence).unwrap_or(0);
     let subject = message.subject.to_string();
-    let outcome = process(state, &subject, sequence, &message.payload).await;
+    // Continues the publisher's trace when the SIEM sent `traceparent` in the headers.
+    let span = tracing::info_span!(
+        "ingest.nats",
+        otel.name = "ingest: NATS intake",
+        otel.kind = "consumer",
+        messaging.destination.name = %subject,
+        trace_id = tracing::field::Empty,
+    );
+    tocsin_core::trace::continue_from_nats(&span, message.headers.as_ref());
+    if let Some(trace_id) = tocsin_core::trace::trace_id(&span) {
+        span.record("trace_id", trace_id);
+    }
+    let outcome = process(state, &subject, sequence, &message.payload)
+        .instrument(span)
+        .await;
     let ack = match &outcome {
         Outcome::Accepted => AckKind::Ack,
         Outcome::Rejected(reason) => {

@@ -18,12 +18,14 @@ pub(crate) enum PublishError {
 }
 
 /// Publishes every alert (all sent first, then all acks awaited) and returns once JetStream
-/// has acknowledged every one of them.
+/// has acknowledged every one of them. Each message carries the trace context of the
+/// current span (the request's, or the NATS intake message's).
 pub(crate) async fn publish_alerts(
     client: &async_nats::Client,
     js: &jetstream::Context,
     alerts: &[v1::Alert],
 ) -> Result<(), PublishError> {
+    let span = tracing::Span::current();
     if client.connection_state() != async_nats::connection::State::Connected {
         return Err(PublishError::Disconnected);
     }
@@ -31,6 +33,7 @@ pub(crate) async fn publish_alerts(
     for alert in alerts {
         let mut headers = HeaderMap::new();
         headers.insert(subjects::MSG_ID_HEADER, alert.receipt_id.as_str());
+        tocsin_core::trace::inject_nats(&span, &mut headers);
         let ack = js
             .publish_with_headers(
                 subjects::alert_subject(&alert.tenant),

@@ -11,6 +11,7 @@ use tocsin_proto::{subjects, v1};
 use tocsin_store::Store;
 use tocsin_store::alerts::{AlertOutcome, NewAlert, NewRun};
 use tokio::sync::Semaphore;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::playbooks::PlaybookCache;
@@ -144,6 +145,23 @@ async fn open_stream(
 }
 
 async fn handle_message(ctx: &Ctx, message: jetstream::Message) {
+    // One span per delivery, continuing the trace ingest started (NATS headers).
+    let span = tracing::info_span!(
+        "scheduler.alert",
+        otel.name = "scheduler: match alert",
+        otel.kind = "consumer",
+        tenant = tracing::field::Empty,
+        alert_id = tracing::field::Empty,
+        trace_id = tracing::field::Empty,
+    );
+    tocsin_core::trace::continue_from_nats(&span, message.headers.as_ref());
+    if let Some(trace_id) = tocsin_core::trace::trace_id(&span) {
+        span.record("trace_id", trace_id);
+    }
+    settle(ctx, message).instrument(span).await;
+}
+
+async fn settle(ctx: &Ctx, message: jetstream::Message) {
     let result = handle_alert(ctx, &message.payload).await;
     let ack = match &result {
         Ok(()) => AckKind::Ack,
@@ -182,12 +200,14 @@ async fn handle_message(ctx: &Ctx, message: jetstream::Message) {
     }
 }
 
-#[tracing::instrument(skip_all, fields(tenant, alert_id))]
 async fn handle_alert(ctx: &Ctx, payload: &[u8]) -> Result<(), HandleError> {
-    let alert = decode_alert(payload)?;
+    let mut alert = decode_alert(payload)?;
     let span = tracing::Span::current();
     span.record("tenant", alert.tenant.as_str());
     span.record("alert_id", tracing::field::display(alert.id));
+    alert.trace_id = tocsin_core::trace::trace_id(&span);
+    // The runs' spans continue from this one, on every (re)dispatch.
+    let traceparent = tocsin_core::trace::traceparent(&span);
     let deployed = ctx.playbooks.get(&alert.tenant).await?;
     let view = alert_view(&alert);
     // Why each playbook matched or not, kept on the alert ("why hasn't it started?").
@@ -207,7 +227,6 @@ async fn handle_alert(ctx: &Ctx, payload: &[u8]) -> Result<(), HandleError> {
             (c, why)
         })
         .collect();
-    let mut alert = alert;
     alert.match_report = Some(serde_json::json!({
         "bundle_hash": if deployed.bundle_hash.is_empty() { None } else { Some(&deployed.bundle_hash) },
         "playbooks": verdicts.iter().map(|(c, why)| serde_json::json!({
@@ -224,6 +243,7 @@ async fn handle_alert(ctx: &Ctx, payload: &[u8]) -> Result<(), HandleError> {
             playbook: c.meta.name.clone(),
             bundle_hash: deployed.bundle_hash.clone(),
             priority: c.meta.priority.clone(),
+            traceparent: traceparent.clone(),
         })
         .collect();
     let outcome = ctx.store.record_alert(&alert, &runs).await?;
@@ -320,5 +340,6 @@ fn decode_alert(payload: &[u8]) -> Result<NewAlert, HandleError> {
         raw,
         mapping: (!alert.mapping.is_empty()).then_some(alert.mapping),
         match_report: None,
+        trace_id: None,
     })
 }

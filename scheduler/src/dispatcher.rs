@@ -115,6 +115,9 @@ pub(crate) async fn publish_runs(
             subjects::MSG_ID_HEADER,
             subjects::run_msg_id(&job.run_id, dispatch).as_str(),
         );
+        if let Some(traceparent) = &run.traceparent {
+            tocsin_core::trace::inject_traceparent(traceparent, &mut headers);
+        }
         let ack = js
             .publish_with_headers(
                 subjects::run_subject(&run.tenant_id, &run.priority),

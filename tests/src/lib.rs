@@ -414,6 +414,6 @@ fn tracing_subscriber_init() -> Option<()> {
         filter: std::env::var("TOCSIN_TEST_LOG").unwrap_or_else(|_| "warn".to_owned()),
         ..Default::default()
     };
-    let _guard = tocsin_core::telemetry::init(&config, "tocsin-tests");
+    let _guard = tocsin_core::telemetry::init(&config, "tests");
     Some(())
 }

@@ -618,6 +618,7 @@ async fn concurrent_alerts_of_one_fingerprint_open_one_case_and_respect_the_grou
         .await
         .unwrap();
     let alert = |n: usize| NewAlert {
+        trace_id: None,
         id: uuid::Uuid::new_v4(),
         receipt_id: uuid::Uuid::new_v4(),
         tenant: tenant.to_owned(),

@@ -65,3 +65,79 @@ async fn alerts_say_why_playbooks_did_not_match_and_runs_say_where_they_are() {
     );
     stack.stop().await.unwrap();
 }
+
+/// A run a worker handed back for a delayed retry says so, with the time and the reason,
+/// until it is claimed again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_handed_back_for_a_delayed_retry_says_until_when_and_why() {
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+    use tocsin_store::bundles::PlaybookMeta;
+    use tocsin_store::runs::Claim;
+
+    let store = tocsin_tests::fresh_store().await.unwrap();
+    let tenant = tocsin_tests::TENANT;
+    let meta = PlaybookMeta {
+        name: "manual".to_owned(),
+        module: "m".to_owned(),
+        function: "manual".to_owned(),
+        trigger: "manual".to_owned(),
+        when: None,
+        priority: "normal".to_owned(),
+        timeout_ms: 60_000,
+        file: "m.py".to_owned(),
+        line: 1,
+        enabled: true,
+        tenants: Value::String("*".to_owned()),
+    };
+    let files = BTreeMap::from([("m.py".to_owned(), "# m\n".to_owned())]);
+    store
+        .save_bundle(tenant, "b", &files, &[meta])
+        .await
+        .unwrap();
+    store.deploy_bundle(tenant, "b", "test").await.unwrap();
+    let run_id = store
+        .start_manual_run(tenant, "manual", None, None, None)
+        .await
+        .unwrap();
+    let Claim::Claimed(run) = store
+        .claim_run(tenant, run_id, Duration::from_secs(60))
+        .await
+        .unwrap()
+    else {
+        panic!("not claimed");
+    };
+    store
+        .retry_run_later(
+            run_id,
+            run.epoch,
+            Duration::from_secs(120),
+            "bundle download failed",
+        )
+        .await
+        .unwrap();
+    let view = store.run_view(tenant, run_id).await.unwrap();
+    assert_eq!(view.status, "queued");
+    assert!(
+        view.explain.starts_with("delayed by backoff until ")
+            && view.explain.contains("bundle download failed")
+            && view.explain.contains("attempt 1"),
+        "{}",
+        view.explain
+    );
+    // Claimed again: the backoff is over and forgotten.
+    let Claim::Claimed(again) = store
+        .claim_run(tenant, run_id, Duration::from_secs(60))
+        .await
+        .unwrap()
+    else {
+        panic!("not claimed again");
+    };
+    store.release_run(run_id, again.epoch).await.unwrap();
+    let view = store.run_view(tenant, run_id).await.unwrap();
+    assert!(
+        view.explain.starts_with("queued since "),
+        "{}",
+        view.explain
+    );
+}

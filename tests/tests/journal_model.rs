@@ -147,7 +147,7 @@ fn args(seq: usize) -> String {
 /// Runs `ops` against a fresh run and the model; fails at the first divergence.
 async fn check(store: &Store, ops: &[Op], idempotent: [bool; STEPS]) -> Result<(), TestCaseError> {
     let run = store
-        .start_manual_run(TENANT, PLAYBOOK, None, None)
+        .start_manual_run(TENANT, PLAYBOOK, None, None, None)
         .await
         .expect("queue run");
     let mut m = Model {
@@ -203,6 +203,7 @@ async fn check(store: &Store, ops: &[Op], idempotent: [bool; STEPS]) -> Result<(
                         action: &action,
                         args_json: &args,
                         idempotent: idempotent[seq],
+                        trace: None,
                     })
                     .await
                     .unwrap();

@@ -15,6 +15,7 @@ use tocsin_store::runs::{Claim, ClaimedRun, RunOutcome, StepDecision, StepIntent
 use tocsin_store::system::is_system_action;
 use tocsin_store::{Store, StoreError};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::bundles::{BundleError, ensure_bundle};
@@ -114,6 +115,30 @@ enum Settle {
 }
 
 pub(crate) async fn handle_message(exec: &Executor, message: jetstream::Message) {
+    // One span per execution, continuing the run's trace (the scheduler's span for the
+    // alert, or the API request that started the run) from the job's NATS headers.
+    // The name is fixed when the span starts; a job that does not decode is reported below.
+    let playbook = v1::RunJob::decode(message.payload.as_ref())
+        .map(|job| job.playbook)
+        .unwrap_or_default();
+    let span = tracing::info_span!(
+        "worker.run",
+        otel.name = format!("run {playbook}"),
+        otel.kind = "consumer",
+        run_id = tracing::field::Empty,
+        tenant = tracing::field::Empty,
+        playbook = tracing::field::Empty,
+        attempt = tracing::field::Empty,
+        trace_id = tracing::field::Empty,
+    );
+    tocsin_core::trace::continue_from_nats(&span, message.headers.as_ref());
+    if let Some(trace_id) = tocsin_core::trace::trace_id(&span) {
+        span.record("trace_id", trace_id);
+    }
+    settle(exec, message).instrument(span).await;
+}
+
+async fn settle(exec: &Executor, message: jetstream::Message) {
     let settle = match handle(exec, &message).await {
         Ok(settle) => settle,
         Err(error) => match error.class() {
@@ -177,7 +202,6 @@ async fn dead_letter(exec: &Executor, message: &jetstream::Message, reason: &str
     }
 }
 
-#[tracing::instrument(skip_all, fields(run_id, tenant, playbook))]
 async fn handle(exec: &Executor, message: &jetstream::Message) -> Result<Settle, RunError> {
     let job = v1::RunJob::decode(message.payload.as_ref())
         .map_err(|e| RunError::Malformed(e.to_string()))?;
@@ -202,6 +226,7 @@ async fn handle(exec: &Executor, message: &jetstream::Message) -> Result<Settle,
         }
         Err(e) => return Err(e.into()),
     };
+    span.record("attempt", run.attempts);
     tracing::info!(epoch = run.epoch, attempt = run.attempts, "run claimed");
     let metrics = tocsin_core::metrics::registry();
     if run.attempts == 1 {
@@ -226,8 +251,17 @@ async fn handle(exec: &Executor, message: &jetstream::Message) -> Result<Settle,
     match result {
         Ok(settle) => Ok(settle),
         Err(error) => {
-            // Hand the claim back so the redelivery does not wait for the lease to expire.
-            if let Err(e) = exec.store.release_run(run.id, run.epoch).await {
+            // Hand the claim back so the redelivery does not wait for the lease to expire;
+            // a delayed retry is remembered on the run ("delayed by backoff until T").
+            let released = match error.class() {
+                ErrorClass::Retryable { delay } => {
+                    exec.store
+                        .retry_run_later(run.id, run.epoch, delay, &error.to_string())
+                        .await
+                }
+                _ => exec.store.release_run(run.id, run.epoch).await,
+            };
+            if let Err(e) = released {
                 tracing::warn!(error = %e, "failed to release run claim");
             }
             Err(error)
@@ -298,6 +332,8 @@ async fn execute(
                 .input
                 .as_ref()
                 .map_or_else(|| "null".to_owned(), |input| input.0.to_string()),
+            traceparent: tocsin_core::trace::traceparent(&tracing::Span::current())
+                .unwrap_or_default(),
         })
         .await?;
     tracing::debug!(runner_pid = ?handle.runner_pid(), "run started");
@@ -308,16 +344,21 @@ async fn execute(
     tokio::pin!(hard_deadline);
     let mut heartbeat = tokio::time::interval(exec.ack_wait / 3);
     heartbeat.tick().await;
+    // The span of each action call in flight, by step.
+    let mut actions = ActionSpans::default();
 
     loop {
         tokio::select! {
             event = handle.events.recv() => {
                 let Some(event) = event else {
                     tracing::warn!("runner died during the run; handing the job back");
-                    exec.store.release_run(run.id, run.epoch).await?;
-                    return Ok(Settle::Retry(Duration::from_millis(500)));
+                    let delay = Duration::from_millis(500);
+                    exec.store
+                        .retry_run_later(run.id, run.epoch, delay, "the runner process died during the run")
+                        .await?;
+                    return Ok(Settle::Retry(delay));
                 };
-                match on_event(exec, run, &handle, &mask, event).await {
+                match on_event(exec, run, &handle, &mask, &mut actions, event).await {
                     Ok(Some(settle)) => return Ok(settle),
                     Ok(None) => {}
                     Err(error) => {
@@ -366,16 +407,55 @@ async fn execute(
     }
 }
 
+/// The spans of the action calls of one execution that are in flight (intent seen, result
+/// not yet), by step. A span ends when it is dropped.
+#[derive(Default)]
+struct ActionSpans(std::collections::HashMap<u32, tracing::Span>);
+
+impl ActionSpans {
+    /// A span for step `seq` calling `action`, under the run's span.
+    fn start(&mut self, seq: u32, action: &str, idempotent: bool) -> tracing::Span {
+        let span = tracing::info_span!(
+            "worker.action",
+            otel.name = format!("action {action}"),
+            otel.kind = "internal",
+            action,
+            seq,
+            idempotent,
+            decision = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+            error = tracing::field::Empty,
+        );
+        // Bounded by the runner's own limit on concurrent steps; a step seen twice replaces
+        // (and so ends) the older span.
+        self.0.insert(seq, span.clone());
+        span
+    }
+
+    /// Ends the span of step `seq`, marking it failed with `error`.
+    fn end(&mut self, seq: u32, error: Option<&str>) {
+        if let Some(span) = self.0.remove(&seq)
+            && let Some(error) = error
+        {
+            span.record("otel.status_code", "ERROR");
+            span.record("error", error);
+        }
+    }
+}
+
 /// Handles one runner event; `Some` when the run is over.
 async fn on_event(
     exec: &Executor,
     run: &ClaimedRun,
     handle: &RunHandle,
     mask: &Masker,
+    actions: &mut ActionSpans,
     event: Event,
 ) -> Result<Option<Settle>, RunError> {
     match event {
         Event::StepIntent(intent) => {
+            let span = actions.start(intent.seq, &intent.action, intent.idempotent);
+            let trace = tocsin_core::trace::ids(&span);
             let seq = i32::try_from(intent.seq).unwrap_or(i32::MAX);
             // Journaled (and hashed for replay) masked: stable across executions while the
             // tenant's secrets are.
@@ -388,6 +468,7 @@ async fn on_event(
                 action: &intent.action,
                 args_json: &args_json,
                 idempotent: intent.idempotent,
+                trace: trace.as_ref(),
             };
             // Platform effects (`tocsin.*`) are performed here, journaled in the same
             // transaction; the playbook receives their result as a replay.
@@ -409,8 +490,17 @@ async fn on_event(
                 seq: intent.seq,
                 ..Default::default()
             };
+            let kind = match &decision {
+                StepDecision::Execute => "execute",
+                StepDecision::Replay { .. } => "replay",
+                StepDecision::Abort { .. } => "abort",
+            };
+            span.record("decision", kind);
             match decision {
-                StepDecision::Execute => reply.set_decision(Decision::Execute),
+                StepDecision::Execute => {
+                    reply.set_decision(Decision::Execute);
+                    reply.traceparent = tocsin_core::trace::traceparent(&span).unwrap_or_default();
+                }
                 StepDecision::Replay { result, error } => {
                     reply.set_decision(Decision::Replay);
                     reply.result_json = result.map(|r| r.to_string());
@@ -427,6 +517,10 @@ async fn on_event(
                     reply.reason = reason;
                 }
             }
+            if reply.decision() != Decision::Execute {
+                // Nothing runs: the span covers the journal lookup only.
+                actions.end(intent.seq, None);
+            }
             handle.send(Request::StepDecision(reply)).await?;
             Ok(None)
         }
@@ -437,6 +531,14 @@ async fn on_event(
                 )
             });
             let error = result.error.as_deref().map(|e| mask.text(e));
+            actions.end(
+                result.seq,
+                if result.ok {
+                    None
+                } else {
+                    Some(error.as_deref().unwrap_or("action failed"))
+                },
+            );
             let metrics = tocsin_core::metrics::registry();
             #[allow(clippy::cast_precision_loss)]
             metrics.observe(

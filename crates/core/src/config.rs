@@ -145,6 +145,17 @@ fn serialize_url<S: serde::Serializer>(url: &String, s: S) -> Result<S::Ok, S::E
     s.serialize_str(url)
 }
 
+#[allow(clippy::ref_option)] // serde's `serialize_with` passes `&Option<String>`.
+fn serialize_optional_url<S: serde::Serializer>(
+    url: &Option<String>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match url {
+        Some(url) => serialize_url(url, s),
+        None => s.serialize_none(),
+    }
+}
+
 impl Secret {
     /// Wraps a secret value.
     pub fn new(value: impl Into<String>) -> Self {
@@ -305,6 +316,67 @@ pub struct TelemetryConfig {
     /// and `/readyz` (NATS, PostgreSQL, and for the worker its runner pool), for the
     /// scheduler and the worker, which have no HTTP port otherwise. Off when unset.
     pub listen: Option<std::net::SocketAddr>,
+    /// Distributed tracing (OpenTelemetry).
+    pub traces: TracesConfig,
+}
+
+/// OpenTelemetry traces. Trace context is always created and propagated (NATS headers,
+/// `traceparent` on outgoing HTTP) and trace ids are stored on alerts, runs and steps;
+/// spans are exported only when `endpoint` is set.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TracesConfig {
+    /// OTLP/HTTP base URL of a collector (e.g. `http://otel-collector:4318`); spans are
+    /// posted as protobuf to `<endpoint>/v1/traces`. Export is off when unset. Extra
+    /// request headers (authentication) come from `OTEL_EXPORTER_OTLP_HEADERS`.
+    #[serde(serialize_with = "serialize_optional_url")]
+    pub endpoint: Option<String>,
+    /// Share of new traces sampled (0.0–1.0); a trace continued from a caller follows the
+    /// caller's sampling decision.
+    pub sample_ratio: f64,
+    /// `service.name` of the exported spans; `tocsin-<service>` when unset.
+    pub service_name: Option<String>,
+    /// Longest wait before buffered spans are exported.
+    #[serde(with = "humantime_serde")]
+    pub export_interval: Duration,
+    /// Timeout of one export request.
+    #[serde(with = "humantime_serde")]
+    pub export_timeout: Duration,
+}
+
+impl Default for TracesConfig {
+    fn default() -> Self {
+        Self {
+            endpoint: None,
+            sample_ratio: 1.0,
+            service_name: None,
+            export_interval: Duration::from_secs(2),
+            export_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl Validate for TracesConfig {
+    fn validate(&self, problems: &mut Vec<String>) {
+        if let Some(endpoint) = &self.endpoint
+            && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
+        {
+            problems.push(format!(
+                "telemetry.traces.endpoint must be an http:// or https:// URL, got {endpoint:?}"
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.sample_ratio) {
+            problems.push(format!(
+                "telemetry.traces.sample_ratio must be between 0 and 1, got {}",
+                self.sample_ratio
+            ));
+        }
+        if self.export_interval.is_zero() || self.export_timeout.is_zero() {
+            problems.push(
+                "telemetry.traces.export_interval and export_timeout must be positive".to_owned(),
+            );
+        }
+    }
 }
 
 impl Default for TelemetryConfig {
@@ -313,6 +385,7 @@ impl Default for TelemetryConfig {
             log_format: LogFormat::Auto,
             filter: "info,async_nats=warn,sqlx=warn".to_owned(),
             listen: None,
+            traces: TracesConfig::default(),
         }
     }
 }
@@ -322,6 +395,7 @@ impl Validate for TelemetryConfig {
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.filter) {
             problems.push(format!("telemetry.filter is not a valid filter: {e}"));
         }
+        self.traces.validate(problems);
     }
 }
 

@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod nats;
 pub mod shutdown;
 pub mod telemetry;
+pub mod trace;
 
 pub use error::ErrorClass;
 pub use shutdown::Shutdown;

@@ -51,13 +51,14 @@ impl Shutdown {
         self.token.cancelled().await;
     }
 
-    /// Spawns a named long-lived task on the tracker, inside its own span.
+    /// Spawns a named task on the tracker, inside its own (DEBUG) span: at the default
+    /// level the task's spans and events hang under the caller's span, or start a trace.
     pub fn spawn<F>(&self, name: &'static str, fut: F) -> tokio::task::JoinHandle<F::Output>
     where
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        let span = tracing::info_span!("task", task = name);
+        let span = tracing::debug_span!("task", task = name);
         self.tracker.spawn(fut.instrument(span))
     }
 

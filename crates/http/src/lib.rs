@@ -5,6 +5,9 @@
 #![forbid(unsafe_code)]
 
 pub mod ops;
+mod traced;
+
+pub use traced::traced;
 
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};

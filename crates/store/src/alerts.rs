@@ -45,6 +45,8 @@ pub struct NewAlert {
     pub mapping: Option<String>,
     /// Which playbooks matched and why the others did not (set by the scheduler).
     pub match_report: Option<serde_json::Value>,
+    /// The trace the alert was delivered in (hex trace id).
+    pub trace_id: Option<String>,
 }
 
 /// A run the scheduler wants created for a new alert.
@@ -58,6 +60,8 @@ pub struct NewRun {
     pub bundle_hash: String,
     /// Lane.
     pub priority: String,
+    /// W3C `traceparent` the run's spans continue (the scheduler's span for the alert).
+    pub traceparent: Option<String>,
 }
 
 /// A run that is queued and must be (re)published to RUNS.
@@ -77,6 +81,8 @@ pub struct QueuedRun {
     pub priority: String,
     /// Dispatch generation (part of the broker dedup id).
     pub dispatch: i32,
+    /// W3C `traceparent` carried in the job's NATS headers.
+    pub traceparent: Option<String>,
 }
 
 /// What recording a delivered alert did.
@@ -140,8 +146,8 @@ impl Store {
         let (inserted, case_id, duplicate_count): (bool, Option<Uuid>, i32) = sqlx::query_as(
             "INSERT INTO alerts (id, tenant_id, source, source_ref, title, description, severity,
                 occurred_at, received_at, observables, tags, raw, last_seen_at, fingerprint,
-                mapping, match_report)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $9, $13, $14, $15)
+                mapping, match_report, trace_id)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $9, $13, $14, $15, $16)
              ON CONFLICT (tenant_id, source, source_ref) DO UPDATE
                 SET duplicate_count = alerts.duplicate_count + 1,
                     last_seen_at = EXCLUDED.last_seen_at
@@ -162,6 +168,7 @@ impl Store {
         .bind(&fingerprint.hash)
         .bind(alert.mapping.as_deref())
         .bind(alert.match_report.as_ref().map(Json))
+        .bind(&alert.trace_id)
         .fetch_one(&mut *tx)
         .await?;
 
@@ -278,7 +285,7 @@ impl Store {
         let mut alert: AlertView = sqlx::query_as(
             "SELECT id, tenant_id, source, source_ref, title, description, severity, occurred_at,
                     received_at, observables, tags, raw, case_id, duplicate_count, last_seen_at,
-                    mapping, match_report
+                    mapping, match_report, trace_id
              FROM alerts WHERE tenant_id = $1 AND id = $2",
         )
         .bind(tenant)
@@ -402,10 +409,11 @@ async fn queue_runs(
     for run in runs {
         let row: Option<QueuedRun> = sqlx::query_as(
             "INSERT INTO runs (id, tenant_id, alert_id, case_id, playbook, bundle_hash, priority,
-                dispatched_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, now())
+                dispatched_at, traceparent)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, now(), $8)
              ON CONFLICT (id) DO NOTHING
-             RETURNING id, tenant_id, alert_id, playbook, bundle_hash, priority, dispatch",
+             RETURNING id, tenant_id, alert_id, playbook, bundle_hash, priority, dispatch,
+                       traceparent",
         )
         .bind(run.id)
         .bind(&alert.tenant)
@@ -414,6 +422,7 @@ async fn queue_runs(
         .bind(&run.playbook)
         .bind(&run.bundle_hash)
         .bind(&run.priority)
+        .bind(&run.traceparent)
         .fetch_optional(&mut *tx)
         .await?;
         queued.extend(row);
@@ -470,7 +479,7 @@ async fn queued_runs_of_alert(
     alert_id: Uuid,
 ) -> Result<Vec<QueuedRun>, StoreError> {
     Ok(sqlx::query_as(
-        "SELECT id, tenant_id, alert_id, playbook, bundle_hash, priority, dispatch
+        "SELECT id, tenant_id, alert_id, playbook, bundle_hash, priority, dispatch, traceparent
          FROM runs WHERE tenant_id = $1 AND alert_id = $2 AND status = 'queued'",
     )
     .bind(tenant)
@@ -520,6 +529,9 @@ pub struct AlertView {
     pub mapping: Option<String>,
     /// Which playbooks matched the alert and why the others did not.
     pub match_report: Option<Json<serde_json::Value>>,
+    /// The trace the alert was delivered in (hex trace id), to look up in the tracing
+    /// backend.
+    pub trace_id: Option<String>,
     /// Runs it triggered.
     #[sqlx(skip)]
     pub runs: Vec<RunSummary>,

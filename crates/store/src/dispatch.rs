@@ -91,7 +91,8 @@ impl Store {
              WHERE id IN (
                 SELECT id FROM runs WHERE status = 'queued' AND dispatched_at IS NULL
                 ORDER BY queued_at LIMIT $1 FOR UPDATE SKIP LOCKED)
-             RETURNING id, tenant_id, alert_id, playbook, bundle_hash, priority, dispatch",
+             RETURNING id, tenant_id, alert_id, playbook, bundle_hash, priority, dispatch,
+                       traceparent",
         )
         .bind(limit)
         .fetch_all(&mut *tx)

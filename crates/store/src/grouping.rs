@@ -363,6 +363,7 @@ mod tests {
 
     fn alert(title: &str, observables: Value, raw: Value) -> NewAlert {
         NewAlert {
+            trace_id: None,
             id: Uuid::nil(),
             receipt_id: Uuid::nil(),
             tenant: "t".to_owned(),

@@ -104,6 +104,8 @@ pub struct StepIntent<'a> {
     pub args_json: &'a str,
     /// Whether re-running an uncertain call is safe.
     pub idempotent: bool,
+    /// Trace and span id of the worker's span for the call (kept with the journal entry).
+    pub trace: Option<&'a tocsin_core::trace::SpanIds>,
 }
 
 /// The outcome of an executed step.
@@ -173,6 +175,7 @@ impl Store {
         let claimed: Option<ClaimedRun> = sqlx::query_as(
             "UPDATE runs SET status = 'running', epoch = epoch + 1, attempts = attempts + 1,
                     started_at = coalesce(started_at, now()), updated_at = now(),
+                    retry_at = NULL, retry_reason = NULL,
                     lease_until = now() + make_interval(secs => $3)
              WHERE id = $1 AND tenant_id = $2
                AND (status = 'queued' OR (status = 'running' AND lease_until < now()))
@@ -240,13 +243,37 @@ impl Store {
     /// Hands a claimed run back (its runner died or the worker is shutting down) so the
     /// next delivery can claim it at once.
     pub async fn release_run(&self, run_id: Uuid, epoch: i32) -> Result<(), StoreError> {
+        self.hand_back(run_id, epoch, None).await
+    }
+
+    /// Hands a claimed run back for a retry after `delay` (its job is redelivered then),
+    /// remembering why, so that the run explains itself as "delayed by backoff until T".
+    pub async fn retry_run_later(
+        &self,
+        run_id: Uuid,
+        epoch: i32,
+        delay: Duration,
+        reason: &str,
+    ) -> Result<(), StoreError> {
+        self.hand_back(run_id, epoch, Some((delay, reason))).await
+    }
+
+    async fn hand_back(
+        &self,
+        run_id: Uuid,
+        epoch: i32,
+        retry: Option<(Duration, &str)>,
+    ) -> Result<(), StoreError> {
         let mut tx = self.begin(crate::Scope::System).await?;
         sqlx::query(
-            "UPDATE runs SET status = 'queued', lease_until = NULL, updated_at = now()
+            "UPDATE runs SET status = 'queued', lease_until = NULL, updated_at = now(),
+                    retry_at = now() + make_interval(secs => $3), retry_reason = $4
              WHERE id = $1 AND epoch = $2 AND status = 'running'",
         )
         .bind(run_id)
         .bind(epoch)
+        .bind(retry.map(|(delay, _)| delay.as_secs_f64()))
+        .bind(retry.map(|(_, reason)| reason))
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -288,8 +315,8 @@ impl Store {
             None => {
                 sqlx::query(
                     "INSERT INTO run_steps (run_id, seq, tenant_id, action, args, args_hash,
-                        idempotent, state, epoch)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, 'intent', $8)",
+                        idempotent, state, epoch, trace_id, span_id)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, 'intent', $8, $9, $10)",
                 )
                 .bind(step.run_id)
                 .bind(step.seq)
@@ -299,6 +326,8 @@ impl Store {
                 .bind(&hash)
                 .bind(step.idempotent)
                 .bind(step.epoch)
+                .bind(step.trace.map(|t| t.trace_id.as_str()))
+                .bind(step.trace.map(|t| t.span_id.as_str()))
                 .execute(&mut *tx)
                 .await?;
                 StepDecision::Execute
@@ -495,6 +524,7 @@ impl Store {
         playbook: &str,
         alert_id: Option<Uuid>,
         input: Option<&serde_json::Value>,
+        traceparent: Option<&str>,
     ) -> Result<Uuid, StoreError> {
         let mut tx = self.begin(crate::Scope::Tenant(tenant)).await?;
         let found: Option<(String, String, bool)> = sqlx::query_as(
@@ -531,8 +561,8 @@ impl Store {
         let id = Uuid::now_v7();
         sqlx::query(
             "INSERT INTO runs (id, tenant_id, alert_id, case_id, playbook, bundle_hash, priority,
-                    trigger, input)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, 'manual', $8)",
+                    trigger, input, traceparent)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, 'manual', $8, $9)",
         )
         .bind(id)
         .bind(tenant)
@@ -542,6 +572,7 @@ impl Store {
         .bind(&bundle_hash)
         .bind(&priority)
         .bind(input.map(Json))
+        .bind(traceparent)
         .execute(&mut *tx)
         .await?;
         sqlx::query("SELECT pg_notify($1, '')")
@@ -589,7 +620,8 @@ impl Store {
         let mut tx = self.begin(crate::Scope::Tenant(tenant)).await?;
         let mut run: RunView = sqlx::query_as(
             "SELECT id, tenant_id, alert_id, case_id, playbook, bundle_hash, status, epoch, attempts,
-                    trigger, input, result, error, traceback, queued_at, started_at, finished_at
+                    trigger, input, result, error, traceback, queued_at, started_at, finished_at,
+                    split_part(traceparent, '-', 2) AS trace_id
              FROM runs WHERE tenant_id = $1 AND id = $2",
         )
         .bind(tenant)
@@ -598,7 +630,8 @@ impl Store {
         .await?
         .ok_or(StoreError::NotFound { entity: "run" })?;
         run.steps = sqlx::query_as(
-            "SELECT seq, action, args, state, result, error, attempts, duration_ms, started_at, finished_at
+            "SELECT seq, action, args, state, result, error, attempts, duration_ms, started_at, finished_at,
+                    trace_id, span_id
              FROM run_steps WHERE tenant_id = $1 AND run_id = $2 ORDER BY seq",
         )
         .bind(tenant)
@@ -627,17 +660,32 @@ fn rfc3339(t: OffsetDateTime) -> String {
 async fn explain_run(tx: &mut sqlx::PgConnection, run: &RunView) -> Result<String, StoreError> {
     Ok(match run.status.as_str() {
         "queued" => {
-            let (ahead, dispatched): (i64, bool) = sqlx::query_as(
+            let (ahead, dispatched, retry_at, retry_reason): (
+                i64,
+                bool,
+                Option<OffsetDateTime>,
+                Option<String>,
+            ) = sqlx::query_as(
                 "SELECT (SELECT count(*) FROM runs o
                          WHERE o.tenant_id = r.tenant_id AND o.status = 'queued'
                            AND (o.queued_at, o.id) < (r.queued_at, r.id)),
-                        r.dispatched_at IS NOT NULL
+                        r.dispatched_at IS NOT NULL,
+                        CASE WHEN r.retry_at > now() THEN r.retry_at END,
+                        r.retry_reason
                  FROM runs r WHERE r.tenant_id = $1 AND r.id = $2",
             )
             .bind(&run.tenant)
             .bind(run.id)
             .fetch_one(&mut *tx)
             .await?;
+            if let Some(at) = retry_at {
+                return Ok(format!(
+                    "delayed by backoff until {} (attempt {} was handed back: {})",
+                    rfc3339(at),
+                    run.attempts,
+                    retry_reason.as_deref().unwrap_or("no reason recorded")
+                ));
+            }
             let stage = if dispatched {
                 "published to the RUNS stream, waiting for a worker"
             } else {
@@ -764,6 +812,8 @@ pub struct RunView {
     /// Finished.
     #[serde(with = "time::serde::rfc3339::option")]
     pub finished_at: Option<OffsetDateTime>,
+    /// The trace the run belongs to (hex trace id; that of its alert for alert runs).
+    pub trace_id: Option<String>,
     /// Journal.
     #[sqlx(skip)]
     pub steps: Vec<StepView>,
@@ -801,6 +851,10 @@ pub struct StepView {
     /// Finished.
     #[serde(with = "time::serde::rfc3339::option")]
     pub finished_at: Option<OffsetDateTime>,
+    /// Trace id of the execution that journaled the step.
+    pub trace_id: Option<String>,
+    /// Span id of the step's span in that trace.
+    pub span_id: Option<String>,
 }
 
 /// One line of a run's log.

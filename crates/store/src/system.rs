@@ -122,9 +122,9 @@ async fn journal(
     let args: Value = serde_json::from_str(step.args_json).unwrap_or(Value::Null);
     sqlx::query(
         "INSERT INTO run_steps (run_id, seq, tenant_id, action, args, args_hash, idempotent,
-                state, result, error, attempts, duration_ms, epoch, finished_at)
+                state, result, error, attempts, duration_ms, epoch, finished_at, trace_id, span_id)
          VALUES ($1, $2, $3, $4, $5, '', true, $6, $7, $8, 1, 0, $9,
-                 CASE WHEN $6 = 'waiting' THEN NULL ELSE now() END)
+                 CASE WHEN $6 = 'waiting' THEN NULL ELSE now() END, $10, $11)
          ON CONFLICT (run_id, seq) DO UPDATE SET state = EXCLUDED.state, result = EXCLUDED.result,
                 error = EXCLUDED.error, epoch = EXCLUDED.epoch, finished_at = EXCLUDED.finished_at",
     )
@@ -137,6 +137,8 @@ async fn journal(
     .bind(result.map(Json))
     .bind(error)
     .bind(step.epoch)
+    .bind(step.trace.map(|t| t.trace_id.as_str()))
+    .bind(step.trace.map(|t| t.span_id.as_str()))
     .execute(&mut *tx)
     .await?;
     Ok(())

@@ -424,3 +424,42 @@ def test_httpx_transport(server):
     assert run(http.get(f"{server}/redirect")).status_code == 302
     with pytest.raises(HTTPTimeout):
         run(http.get(f"{server}/slow", timeout=0.2))
+
+
+def test_requests_carry_the_platform_trace_context(tmp_path, monkeypatch):
+    """``traceparent`` of the action's span inside an action body, the run's span
+    elsewhere in the run; a playbook's own header wins."""
+    bundle_dir = make_bundle(tmp_path, {"pb.py": '''
+        from tocsin import playbook, action, http
+
+        @action()
+        async def inside(url):
+            await http.get(url)
+            await http.get(url, headers={"traceparent": "mine"})
+            return {}
+
+        @playbook
+        async def traced(alert, run):
+            await inside("https://intel.example/a")
+            await http.get("https://intel.example/b")
+            return {}
+    '''})
+    action_tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    run_tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-1111111111111111-01"
+
+    def decide(run_id, seq, action, args_json, idempotent):
+        return {"decision": "execute", "traceparent": action_tp}
+
+    def respond(request_id, method, url, headers, body, timeout_s):
+        return {"status": 200, "headers": [], "body_b64": "", "error": None}
+
+    host = FakeHost(decide=decide, http=respond)
+
+    async def body(h):
+        return await h.wait_finished(
+            h.start(bundle_dir, new_hash(), "traced", run_id="r-trace", traceparent=run_tp))
+
+    finished = with_runtime(host, monkeypatch, body)
+    assert finished["status"] == "succeeded", finished
+    sent = [[v for n, v in json.loads(c[4]) if n.lower() == "traceparent"] for c in host.of("http_request")]
+    assert sent == [[action_tp], ["mine"], [run_tp]]

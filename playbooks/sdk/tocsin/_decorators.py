@@ -36,6 +36,7 @@ from ._run import (
     current_test_session,
     set_current_run_state,
     set_current_step_key,
+    set_current_traceparent,
 )
 from ._when import evaluate, validate_when
 
@@ -483,7 +484,11 @@ class Action:
         try:
             decision = await state.decide(seq, self.name, args_json, self.idempotent)
             if decision.get("decision") == "execute":
-                return await self._execute_step(state, seq, args, kwargs)
+                token = set_current_traceparent(decision.get("traceparent"))
+                try:
+                    return await self._execute_step(state, seq, args, kwargs)
+                finally:
+                    token.var.reset(token)
             return state.replayed_value(seq, self.name, decision)
         finally:
             state.untrack_step(task)

@@ -222,6 +222,20 @@ def idempotency_key() -> str:
     return key
 
 
+_TRACEPARENT: contextvars.ContextVar[str | None] = contextvars.ContextVar("tocsin_traceparent", default=None)
+
+
+def current_traceparent() -> str | None:
+    """The W3C ``traceparent`` of the platform span the current code runs under: the
+    action call's span inside an action body, the run's span elsewhere in a run, ``None``
+    outside the platform. :mod:`tocsin.http` sends it with every request."""
+    return _TRACEPARENT.get()
+
+
+def set_current_traceparent(value: str | None) -> contextvars.Token[str | None]:
+    return _TRACEPARENT.set(value if isinstance(value, str) and value else None)
+
+
 _TEST_SESSION: contextvars.ContextVar[Any] = contextvars.ContextVar("tocsin_test_session", default=None)
 
 

@@ -26,11 +26,13 @@ Messages (``kind`` and JSON payload):
 
 ``start_run``
     ``{"run_id", "tenant", "playbook", "bundle_dir", "bundle_hash", "attempt",
-    "alert", "input"?, "secrets"?, "trigger"?}``; ``alert`` is ``null`` for
+    "alert", "input"?, "secrets"?, "trigger"?, "traceparent"?}``; ``alert`` is ``null`` for
     a manual or scheduled run and the playbook then receives ``alert=None``.
     ``input`` (any JSON, default ``null``) becomes ``run.input``, ``secrets``
     (object of name to string, default ``{}``) ``run.secrets`` and ``trigger``
-    (default ``"alert"``) ``run.trigger``. Loads the bundle (cached per hash),
+    (default ``"alert"``) ``run.trigger``; ``traceparent`` (the W3C trace
+    context of the platform's span for the run) is sent by :mod:`tocsin.http`
+    requests made outside actions. Loads the bundle (cached per hash),
     runs the playbook as a task under its timeout and reports
     ``run_finished`` with status ``succeeded``, ``failed``, ``skipped`` or
     the status of the platform's ``abort`` decision. An abort with status
@@ -41,7 +43,9 @@ Messages (``kind`` and JSON payload):
     ignored.
 ``step_decision``
     ``{"run_id", "seq", "decision": "execute"|"replay"|"abort", "result_json"?,
-    "error"?, "status"?, "reason"?}`` answers a ``step_intent``. Step names
+    "error"?, "status"?, "reason"?, "traceparent"?}`` answers a ``step_intent``
+    (``traceparent``, with ``execute``, is the action call's span: requests
+    the action body makes through :mod:`tocsin.http` carry it). Step names
     starting with ``tocsin.`` are system steps (case updates, approvals,
     sleeps) that the platform performs itself: it answers them with
     ``replay`` or ``abort``; an ``execute`` is reported as a failed step.
@@ -80,7 +84,7 @@ from typing import Any, Callable
 from ._bundle import BundleError, LoadedBundle, load_bundle, unload_bundle
 from ._decorators import Playbook
 from ._duration import format_seconds
-from ._run import Run, RunState, set_current_run_state
+from ._run import Run, RunState, set_current_run_state, set_current_traceparent
 from ._secrets import Secrets
 from ._system import SUSPEND_STATUSES
 from ._types import Alert, RunAborted, Skip
@@ -291,6 +295,8 @@ class Runtime:
 
     async def _execute_run(self, payload: dict[str, Any], state: RunState) -> None:
         run_id = state.run_id
+        # This task runs in its own context: the run's span is its trace parent.
+        set_current_traceparent(payload.get("traceparent"))
         try:
             try:
                 playbook, alert, run = self._prepare_run(payload, state)

@@ -55,6 +55,7 @@ from http import HTTPStatus
 from typing import Any
 
 from ._duration import format_seconds, parse_duration
+from ._run import current_traceparent
 
 __all__ = [
     "request",
@@ -389,6 +390,10 @@ def _prepare(
             raise TypeError(f"data= must be bytes, str or a mapping (form fields), got {type(data).__name__}")
     if content_type is not None and not _has_header(header_list, "content-type"):
         header_list.append(("Content-Type", content_type))
+    traceparent = current_traceparent()
+    if traceparent is not None and not _has_header(header_list, "traceparent"):
+        # W3C trace context: the called service continues the platform's trace.
+        header_list.append(("traceparent", traceparent))
     if not _has_header(header_list, "user-agent"):
         from . import __version__
 

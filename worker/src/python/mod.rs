@@ -159,6 +159,7 @@ fn to_dispatch(request: Request) -> (&'static str, String) {
                     "bundle_dir": s.bundle_dir, "bundle_hash": s.bundle_hash,
                     "attempt": s.attempt, "alert": alert, "input": input, "trigger": trigger,
                     "secrets": secrets,
+                    "traceparent": (!s.traceparent.is_empty()).then_some(s.traceparent),
                 })
                 .to_string(),
             );
@@ -175,6 +176,7 @@ fn to_dispatch(request: Request) -> (&'static str, String) {
                     "run_id": d.run_id, "seq": d.seq, "decision": decision,
                     "result_json": d.result_json, "error": d.error,
                     "status": d.status, "reason": d.reason,
+                    "traceparent": (!d.traceparent.is_empty()).then_some(d.traceparent),
                 })
                 .to_string(),
             );
