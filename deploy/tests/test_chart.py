@@ -508,3 +508,23 @@ def test_rendered_environment_passes_tocsin_check_config(default_render: Rendere
         assert result.returncode == 0, f"{workload['metadata']['name']}: {result.stderr}"
         checked += 1
     assert checked == 4
+
+
+def test_trace_export_reaches_every_service_and_its_network_policy() -> None:
+    collector = [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "observability"}}}]
+    rendered = render({
+        "telemetry": {"traces": {"endpoint": "http://otel-collector.observability:4318", "sampleRatio": 0.25,
+                                 "networkPolicy": {"port": 4318, "to": collector}}},
+    })
+    for workload in rendered.workloads():
+        if component_of(workload) == "migrate":
+            continue
+        env = env_of(container(workload))
+        assert env["TOCSIN_TELEMETRY__TRACES__ENDPOINT"] == "http://otel-collector.observability:4318"
+        assert env["TOCSIN_TELEMETRY__TRACES__SAMPLE_RATIO"] == "0.25"
+        egress = policy_for(rendered, workload)["spec"]["egress"]
+        assert {"to": collector, "ports": [{"port": 4318, "protocol": "TCP"}]} in egress, component_of(workload)
+    # Off by default: no variable, no rule.
+    default = render()
+    for workload in default.workloads():
+        assert "TOCSIN_TELEMETRY__TRACES__ENDPOINT" not in env_of(container(workload))

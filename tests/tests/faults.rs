@@ -567,6 +567,14 @@ async fn a_worker_stalled_past_its_ack_wait_is_fenced_and_nothing_repeats() {
         90,
         15.0,
         after(Duration::from_secs(1), async {
+            // Only once worker-0 holds runs (on a loaded machine it may not have any yet
+            // after a second), so that the stall catches some mid-action.
+            let start = std::time::Instant::now();
+            while !stack.log("worker-0").contains("run claimed")
+                && start.elapsed() < Duration::from_secs(20)
+            {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
             stack.signal("worker-0", "STOP").await;
             // Longer than the 3 s ack wait and lease (plus grace): its runs move on.
             tokio::time::sleep(Duration::from_secs(6)).await;

@@ -128,6 +128,7 @@ pub(crate) async fn handle_message(exec: &Executor, message: jetstream::Message)
         run_id = tracing::field::Empty,
         tenant = tracing::field::Empty,
         playbook = tracing::field::Empty,
+        alert_id = tracing::field::Empty,
         attempt = tracing::field::Empty,
         trace_id = tracing::field::Empty,
     );
@@ -227,6 +228,9 @@ async fn handle(exec: &Executor, message: &jetstream::Message) -> Result<Settle,
         Err(e) => return Err(e.into()),
     };
     span.record("attempt", run.attempts);
+    if let Some(alert_id) = run.alert_id {
+        span.record("alert_id", tracing::field::display(alert_id));
+    }
     tracing::info!(epoch = run.epoch, attempt = run.attempts, "run claimed");
     let metrics = tocsin_core::metrics::registry();
     if run.attempts == 1 {

@@ -108,6 +108,12 @@ them: preStop + steps * grace + extraSeconds.
 - name: TOCSIN_TELEMETRY__LISTEN
   value: {{ printf "0.0.0.0:%d" (int $v.telemetry.listen.port) | quote }}
 {{- end }}
+{{- if $v.telemetry.traces.endpoint }}
+- name: TOCSIN_TELEMETRY__TRACES__ENDPOINT
+  value: {{ $v.telemetry.traces.endpoint | quote }}
+- name: TOCSIN_TELEMETRY__TRACES__SAMPLE_RATIO
+  value: {{ $v.telemetry.traces.sampleRatio | toString | quote }}
+{{- end }}
 - name: TOCSIN_SHUTDOWN__GRACE
   value: {{ include "tocsin.shutdownGrace" .root | quote }}
 {{- end -}}
@@ -219,6 +225,16 @@ topologySpreadConstraints:
     {{- toYaml .Values.nats.networkPolicy.to | nindent 4 }}
   ports:
     - {port: {{ .Values.nats.networkPolicy.port }}, protocol: TCP}
+{{- end -}}
+
+{{/* To the trace collector, when traces are exported and its peers are given. */}}
+{{- define "tocsin.egress.otlp" -}}
+{{- if and .Values.telemetry.traces.endpoint .Values.telemetry.traces.networkPolicy.to }}
+- to:
+    {{- toYaml .Values.telemetry.traces.networkPolicy.to | nindent 4 }}
+  ports:
+    - {port: {{ .Values.telemetry.traces.networkPolicy.port }}, protocol: TCP}
+{{- end }}
 {{- end -}}
 
 {{- define "tocsin.ingress.metrics" -}}
