@@ -249,12 +249,10 @@ async fn post_events(
         })?;
     let now_ms = i64::try_from(OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000)
         .unwrap_or(i64::MAX);
-    let alerts = parse_body(&bytes, state.max_batch)
-        .and_then(|events| to_alerts(events, state.max_batch, now_ms))
-        .map_err(|error| {
-            tracing::info!(%tenant, %error, "hec request refused");
-            error.answer()
-        })?;
+    let alerts = body_alerts(&bytes, state.max_batch, now_ms).map_err(|error| {
+        tracing::info!(%tenant, %error, "hec request refused");
+        error.answer()
+    })?;
     if !alerts.is_empty() {
         accept(state, &tenant, alerts).await.map_err(|e| match e {
             // Splunk has no rate-limit code: "server busy", with when to come back.
@@ -478,6 +476,24 @@ fn epoch_seconds_ms(time: &Value) -> Option<i64> {
     // Bounded, so the cast below cannot saturate.
     (seconds.is_finite() && (0.0..=MAX_EPOCH_SECONDS).contains(&seconds))
         .then(|| (seconds * 1_000.0).round() as i64)
+}
+
+/// The alerts of a HEC body, as `POST /services/collector/event` makes them once the
+/// request is authenticated and within the size and shape limits: at most `max_batch`
+/// events and alerts, `now_ms` standing in for an absent time.
+fn body_alerts(body: &[u8], max_batch: usize, now_ms: i64) -> Result<Vec<v1::Alert>, HecError> {
+    parse_body(body, max_batch).and_then(|events| to_alerts(events, max_batch, now_ms))
+}
+
+/// [`body_alerts`] with the refusal as its message: the entry point of the `hec` fuzz
+/// target (`fuzz/`, see docs/fuzzing.md). Not a stable API.
+#[doc(hidden)]
+pub fn fuzz_body_alerts(
+    body: &[u8],
+    max_batch: usize,
+    now_ms: i64,
+) -> Result<Vec<v1::Alert>, String> {
+    body_alerts(body, max_batch, now_ms).map_err(|e| e.to_string())
 }
 
 /// Splits a body into checked events: JSON objects, concatenated with or without

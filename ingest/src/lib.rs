@@ -24,6 +24,10 @@ use tocsin_core::Shutdown;
 
 pub use config::Config;
 pub use generic::{BodyError, NormalizeError, parse_generic_body};
+/// The Splunk HEC body parser and mapping, for the `hec` fuzz target only (`fuzz/`, see
+/// docs/fuzzing.md): not a stable API.
+#[doc(hidden)]
+pub use hec::fuzz_body_alerts as hec_body_alerts;
 
 /// The ingest service could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]

@@ -99,7 +99,11 @@ pub fn verify(
     now: i64,
     tolerance_secs: i64,
 ) -> Result<(), SignatureError> {
-    if (now - signed.timestamp).abs() > tolerance_secs {
+    // `abs_diff`: any i64 may arrive in the header, and `now - timestamp` overflows for
+    // timestamps near i64::MIN (a panic with overflow checks, a wrapped `i64::MIN` that
+    // passed as fresh without them). A negative tolerance accepts nothing.
+    let fresh = u64::try_from(tolerance_secs).is_ok_and(|t| now.abs_diff(signed.timestamp) <= t);
+    if !fresh {
         return Err(SignatureError::Stale { tolerance_secs });
     }
     for key in keys {
@@ -230,6 +234,66 @@ mod tests {
         assert_eq!(
             verify(&signed, body, &[b"old".to_vec(), key], 1614265330, 300),
             Ok(())
+        );
+    }
+
+    #[test]
+    fn timestamps_far_from_now_are_stale_not_an_overflow() {
+        // Found by the `signature` fuzz target: `now - timestamp` overflowed. With the
+        // second timestamp the difference wrapped to i64::MIN, whose `abs()` is negative,
+        // so a message signed for 292 billion years ago passed as fresh.
+        let (key, now, body) = (b"whsec-key".to_vec(), 1_764_806_400_i64, b"{}");
+        let signed_at = |timestamp: i64| {
+            parse_headers(&headers(&[
+                ("webhook-id", "m1"),
+                ("webhook-timestamp", &timestamp.to_string()),
+                ("webhook-signature", &sign(&key, "m1", timestamp, body)),
+            ]))
+            .unwrap()
+            .unwrap()
+        };
+        for timestamp in [i64::MIN, i64::MIN + now, i64::MAX] {
+            assert_eq!(
+                verify(
+                    &signed_at(timestamp),
+                    body,
+                    std::slice::from_ref(&key),
+                    now,
+                    300
+                ),
+                Err(SignatureError::Stale {
+                    tolerance_secs: 300
+                }),
+                "timestamp {timestamp}"
+            );
+        }
+        // The widest distances, against the widest tolerance.
+        assert_eq!(
+            verify(
+                &signed_at(i64::MIN),
+                body,
+                std::slice::from_ref(&key),
+                i64::MAX,
+                i64::MAX
+            ),
+            Err(SignatureError::Stale {
+                tolerance_secs: i64::MAX
+            })
+        );
+        assert_eq!(
+            verify(
+                &signed_at(0),
+                body,
+                std::slice::from_ref(&key),
+                i64::MAX,
+                i64::MAX
+            ),
+            Ok(())
+        );
+        // A negative tolerance accepts nothing.
+        assert_eq!(
+            verify(&signed_at(now), body, std::slice::from_ref(&key), now, -1),
+            Err(SignatureError::Stale { tolerance_secs: -1 })
         );
     }
 
