@@ -8,12 +8,13 @@
 
 mod fake;
 mod report;
+mod scale_out;
 mod scenarios;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use report::Report;
+pub use report::{Report, ScalePoint};
 pub use scenarios::Scenario;
 
 /// How to run a benchmark.
@@ -31,12 +32,15 @@ pub struct Options {
     pub batch: usize,
     /// State directory; a temporary one when `None`.
     pub data_dir: Option<PathBuf>,
-    /// Worker runner processes.
+    /// Runner processes per worker.
     pub runners: usize,
     /// Concurrent runs per runner.
     pub runs_per_runner: usize,
-    /// Alerts queued up front by the `backlog` scenario.
+    /// Alerts queued up front by the `backlog` scenario (the deep backlog), and by
+    /// `scale-out` for each worker count.
     pub backlog: usize,
+    /// Worker process counts the `scale-out` scenario measures, in increasing order.
+    pub workers: Vec<usize>,
 }
 
 impl Default for Options {
@@ -51,6 +55,7 @@ impl Default for Options {
             runners: 2,
             runs_per_runner: 32,
             backlog: 20_000,
+            workers: vec![1, 2, 4],
         }
     }
 }

@@ -26,6 +26,49 @@ pub struct Report {
     pub latency: String,
     /// Further figures (other percentiles, derived overheads), by name.
     pub extra: BTreeMap<String, f64>,
+    /// One entry per worker count (`scale-out` only; omitted from the JSON otherwise).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub points: Vec<ScalePoint>,
+}
+
+/// What one worker count of the `scale-out` scenario measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct ScalePoint {
+    /// Worker processes.
+    pub workers: usize,
+    /// Runner processes per worker.
+    pub runners_per_worker: usize,
+    /// Runs drained (one per alert posted).
+    pub count: usize,
+    /// Of them, runs that did not succeed.
+    pub failed: usize,
+    /// Runs per second, first run started → last run finished.
+    pub throughput_per_s: f64,
+    /// Alert accepted → run finished: median, in milliseconds.
+    pub p50_ms: f64,
+    /// 90th percentile.
+    pub p90_ms: f64,
+    /// 99th percentile.
+    pub p99_ms: f64,
+    /// Maximum.
+    pub max_ms: f64,
+    /// Run started → finished: median, in milliseconds.
+    pub run_p50_ms: f64,
+    /// 99th percentile.
+    pub run_p99_ms: f64,
+    /// Throughput per worker relative to the smallest worker count's: with 1 worker first,
+    /// throughput(N) / (N × throughput(1)).
+    pub efficiency: f64,
+    /// Share of the machine's CPU time (all cores) that was busy while draining, 0-1.
+    pub cpu_busy: f64,
+    /// Share of that busy time spent in the worker processes and their runners.
+    pub cpu_workers: f64,
+    /// Share spent in the benchmark's own process (ingest, scheduler, API, load generator).
+    pub cpu_stack: f64,
+    /// Share spent in the private PostgreSQL and nats-server.
+    pub cpu_servers: f64,
+    /// The rest: processes outside the benchmark (other work on the machine).
+    pub cpu_other: f64,
 }
 
 /// Percentile `p` (0-100) of sorted `values` (nearest rank); 0 when empty.
@@ -66,6 +109,35 @@ impl fmt::Display for Report {
         )?;
         for (name, value) in &self.extra {
             writeln!(f, "{name:<14}{value:.3}")?;
+        }
+        if !self.points.is_empty() {
+            writeln!(
+                f,
+                "workers  runners  runs   failed  runs/s   p50 ms    p99 ms    run p50  run p99  \
+                 efficiency  cpu busy  workers/stack/servers/other"
+            )?;
+        }
+        for p in &self.points {
+            writeln!(
+                f,
+                "{:<8} {:<8} {:<6} {:<7} {:<8.1} {:<9.1} {:<9.1} {:<8.1} {:<8.1} {:<11.2} \
+                 {:<9.2} {:.2}/{:.2}/{:.2}/{:.2}",
+                p.workers,
+                p.runners_per_worker,
+                p.count,
+                p.failed,
+                p.throughput_per_s,
+                p.p50_ms,
+                p.p99_ms,
+                p.run_p50_ms,
+                p.run_p99_ms,
+                p.efficiency,
+                p.cpu_busy,
+                p.cpu_workers,
+                p.cpu_stack,
+                p.cpu_servers,
+                p.cpu_other
+            )?;
         }
         Ok(())
     }

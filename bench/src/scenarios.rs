@@ -28,6 +28,8 @@ pub enum Scenario {
     Steps,
     /// Drain throughput of a deep backlog of queued alerts and runs, compared with a shallow one.
     Backlog,
+    /// Drain throughput with 1, 2, 4 ... worker processes: what each added worker brings.
+    ScaleOut,
 }
 
 impl Scenario {
@@ -39,6 +41,16 @@ impl Scenario {
             Scenario::Enrichment => "enrichment",
             Scenario::Steps => "steps",
             Scenario::Backlog => "backlog",
+            Scenario::ScaleOut => "scale-out",
+        }
+    }
+
+    /// Alerts queued when `--backlog` is not given: the deep backlog of `backlog`, the
+    /// backlog each worker count of `scale-out` drains.
+    pub fn default_backlog(self) -> usize {
+        match self {
+            Scenario::ScaleOut => 2_000,
+            _ => 20_000,
         }
     }
 }
@@ -53,8 +65,10 @@ impl std::str::FromStr for Scenario {
             "enrichment" => Ok(Scenario::Enrichment),
             "steps" => Ok(Scenario::Steps),
             "backlog" => Ok(Scenario::Backlog),
+            "scale-out" => Ok(Scenario::ScaleOut),
             other => Err(format!(
-                "unknown scenario {other:?}: expected ingest, e2e, enrichment, steps or backlog"
+                "unknown scenario {other:?}: expected ingest, e2e, enrichment, steps, backlog \
+                 or scale-out"
             )),
         }
     }
@@ -95,10 +109,12 @@ async def one_step(alert, run):
     return {"total": await noop(0)}
 "#;
 
-struct Bench {
-    dev: Dev,
-    store: Store,
-    http: reqwest::Client,
+pub(crate) struct Bench {
+    pub(crate) dev: Dev,
+    pub(crate) store: Store,
+    pub(crate) http: reqwest::Client,
+    /// State directory (playbooks, PostgreSQL and NATS data, worker logs).
+    pub(crate) root: PathBuf,
     _tmp: Option<tempfile::TempDir>,
 }
 
@@ -134,6 +150,8 @@ async fn start(mut config: StackConfig, options: &Options) -> anyhow::Result<Ben
         playbooks,
         ingest_addr: "127.0.0.1:0".parse()?,
         api_addr: "127.0.0.1:0".parse()?,
+        // scale-out starts its worker processes itself, so that their number is exact.
+        worker: options.scenario != Scenario::ScaleOut,
     };
     let dev = Dev::start(config.clone(), &dev_options, &Shutdown::new()).await?;
     let mut db = config.postgres.clone();
@@ -147,6 +165,7 @@ async fn start(mut config: StackConfig, options: &Options) -> anyhow::Result<Ben
         dev,
         store,
         http,
+        root,
         _tmp: tmp,
     })
 }
@@ -244,7 +263,7 @@ fn alerts(source: &str, i: u64, batch: usize, extra: &serde_json::Value) -> Stri
 }
 
 /// Waits until `expected` alerts are recorded and no run is unfinished.
-async fn settle(bench: &Bench, expected: i64) -> anyhow::Result<()> {
+pub(crate) async fn settle(bench: &Bench, expected: i64) -> anyhow::Result<()> {
     let start = Instant::now();
     loop {
         let alerts = bench.store.alert_count(DEV_TENANT).await?;
@@ -294,6 +313,7 @@ pub(crate) async fn run(config: StackConfig, options: &Options) -> anyhow::Resul
         }
         Scenario::Steps => steps(&bench, options).await,
         Scenario::Backlog => backlog(&bench, options).await,
+        Scenario::ScaleOut => crate::scale_out::run(&bench, options).await,
     };
     let stopped = bench.dev.stop().await;
     let report = result?;
@@ -322,6 +342,7 @@ async fn ingest(bench: &Bench, options: &Options) -> anyhow::Result<Report> {
         max_ms: max,
         latency: format!("HTTP request (batch of {batch}) until 202"),
         extra,
+        points: Vec::new(),
     })
 }
 
@@ -395,6 +416,7 @@ async fn pipeline(
             "alert accepted → run finished".to_owned()
         },
         extra,
+        points: Vec::new(),
     })
 }
 
@@ -445,14 +467,29 @@ async fn steps(bench: &Bench, options: &Options) -> anyhow::Result<Report> {
         max_ms: max,
         latency: "40-step playbook, run started → finished".to_owned(),
         extra,
+        points: Vec::new(),
     })
+}
+
+/// What [`drain`] measured, over the runs of the alerts it posted.
+pub(crate) struct Drained {
+    /// Runs per second from the first start to the last finish.
+    pub(crate) throughput: f64,
+    /// Runs.
+    pub(crate) count: usize,
+    /// Runs that did not succeed.
+    pub(crate) failed: usize,
+    /// Run started → finished, in milliseconds.
+    pub(crate) run_ms: Vec<f64>,
+    /// Alert accepted → run finished, in milliseconds.
+    pub(crate) finished_ms: Vec<f64>,
 }
 
 /// Posts `count` alerts (ids from `offset`) as fast as ingest takes them, in NDJSON batches,
 /// waits until every run finished, and returns the drain throughput (runs / time from the
-/// first start to the last finish) and the run times, for the runs of alerts received since
+/// first start to the last finish) and the latencies, for the runs of alerts received since
 /// this call began.
-async fn drain(bench: &Bench, offset: u64, count: u64) -> anyhow::Result<(f64, usize, Vec<f64>)> {
+pub(crate) async fn drain(bench: &Bench, offset: u64, count: u64) -> anyhow::Result<Drained> {
     const BATCH: u64 = 500;
     let since = time::OffsetDateTime::now_utc();
     let url = format!("{}/v1/alerts", bench.dev.env.ingest_url);
@@ -488,11 +525,15 @@ async fn drain(bench: &Bench, offset: u64, count: u64) -> anyhow::Result<(f64, u
     let mut first = None;
     let mut last = None;
     let mut run_ms = Vec::new();
+    let mut finished_ms = Vec::new();
     for t in &timings {
         if let (Some(s), Some(f)) = (t.started_at, t.finished_at) {
             first = Some(first.map_or(s, |x: time::OffsetDateTime| x.min(s)));
             last = Some(last.map_or(f, |x: time::OffsetDateTime| x.max(f)));
             run_ms.push(ms(f - s));
+            if let Some(r) = t.received_at {
+                finished_ms.push(ms(f - r));
+            }
         }
     }
     let window = match (first, last) {
@@ -500,7 +541,13 @@ async fn drain(bench: &Bench, offset: u64, count: u64) -> anyhow::Result<(f64, u
         _ => 1.0,
     };
     #[allow(clippy::cast_precision_loss)]
-    Ok((timings.len() as f64 / window, timings.len(), run_ms))
+    Ok(Drained {
+        throughput: timings.len() as f64 / window,
+        count: timings.len(),
+        failed: timings.iter().filter(|t| t.status != "succeeded").count(),
+        run_ms,
+        finished_ms,
+    })
 }
 
 /// A shallow backlog (a tenth of `--backlog`, at least 100), then the deep one: how much a
@@ -508,8 +555,13 @@ async fn drain(bench: &Bench, offset: u64, count: u64) -> anyhow::Result<(f64, u
 async fn backlog(bench: &Bench, options: &Options) -> anyhow::Result<Report> {
     let deep = options.backlog.max(10) as u64;
     let shallow = (deep / 10).max(100);
-    let (base, _, _) = drain(bench, 0, shallow).await?;
-    let (throughput, count, run_ms) = drain(bench, shallow, deep).await?;
+    let base = drain(bench, 0, shallow).await?.throughput;
+    let Drained {
+        throughput,
+        count,
+        run_ms,
+        ..
+    } = drain(bench, shallow, deep).await?;
     let (p50, p90, p99, max) = summarize(run_ms);
     let mut extra = std::collections::BTreeMap::new();
     #[allow(clippy::cast_precision_loss)]
@@ -531,5 +583,6 @@ async fn backlog(bench: &Bench, options: &Options) -> anyhow::Result<Report> {
         max_ms: max,
         latency: "run started → finished, while draining the deep backlog".to_owned(),
         extra,
+        points: Vec::new(),
     })
 }

@@ -94,7 +94,7 @@ enum Command {
     #[command(subcommand)]
     Run(RunCommand),
     /// Run a benchmark scenario against a private stack: ingest, e2e, enrichment, steps,
-    /// backlog.
+    /// backlog, scale-out.
     Bench(BenchArgs),
     /// List, show, update and comment on cases (client verb).
     #[command(subcommand)]
@@ -179,7 +179,7 @@ struct DeployArgs {
 struct BenchArgs {
     #[command(flatten)]
     config: ConfigArgs,
-    /// ingest | e2e | enrichment | steps | backlog.
+    /// ingest | e2e | enrichment | steps | backlog | scale-out.
     scenario: String,
     /// Seconds of load.
     #[arg(long, default_value_t = 10)]
@@ -193,7 +193,7 @@ struct BenchArgs {
     /// Alerts per request (NDJSON batches when above 1).
     #[arg(long, default_value_t = 1)]
     batch: usize,
-    /// Worker runner processes.
+    /// Runner processes per worker.
     #[arg(long, default_value_t = 2)]
     runners: usize,
     /// Concurrent runs per runner.
@@ -202,9 +202,14 @@ struct BenchArgs {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
-    /// Alerts the `backlog` scenario queues up front (after a tenth as many as a baseline).
-    #[arg(long, default_value_t = 20_000)]
-    backlog: usize,
+    /// Alerts queued up front: by `backlog` (after a tenth as many as a baseline; default
+    /// 20000), by `scale-out` for each worker count (default 2000).
+    #[arg(long)]
+    backlog: Option<usize>,
+    /// Worker process counts `scale-out` measures, comma-separated: each count runs that many
+    /// separate `tocsin worker` processes, with --runners runner processes each.
+    #[arg(long, value_delimiter = ',', default_value = "1,2,4")]
+    workers: Vec<usize>,
 }
 
 #[derive(Debug, Args)]
@@ -961,7 +966,8 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
                 data_dir: None,
                 runners: args.runners.max(1),
                 runs_per_runner: args.runs_per_runner.max(1),
-                backlog: args.backlog,
+                backlog: args.backlog.unwrap_or(scenario.default_backlog()),
+                workers: args.workers,
             };
             let report = tocsin_bench::run(config, &options).await?;
             if args.json {
@@ -1036,6 +1042,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
                 playbooks: args.playbooks,
                 ingest_addr: args.ingest_addr,
                 api_addr: args.api_addr,
+                worker: true,
             };
             run_dev(config, &options).await
         }
@@ -1051,6 +1058,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
                 playbooks: args.playbooks,
                 ingest_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
                 api_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+                worker: true,
             };
             demo::demo(
                 config,

@@ -65,4 +65,31 @@ fn every_scenario_runs_and_reports_percentiles() {
     let steps = bench(&["steps"]);
     assert!(steps["count"].as_u64().unwrap() >= 1, "{steps}");
     assert!(steps["extra"]["per_action_overhead_ms"].as_f64().is_some());
+
+    // Separate worker processes: one point per count, every run of each count finished.
+    let scale = bench(&["scale-out", "--workers", "2,1", "--backlog", "60"]);
+    assert_eq!(scale["scenario"], "scale-out");
+    let points = scale["points"].as_array().unwrap();
+    let counts: Vec<u64> = points
+        .iter()
+        .map(|p| p["workers"].as_u64().unwrap())
+        .collect();
+    assert_eq!(counts, [1, 2], "{scale}");
+    for p in points {
+        assert_eq!(p["count"], 60, "{scale}");
+        assert_eq!(p["failed"], 0, "{scale}");
+        assert_eq!(p["runners_per_worker"], 1, "{scale}");
+        assert!(p["throughput_per_s"].as_f64().unwrap() > 0.0, "{scale}");
+        let (p50, p99) = (p["p50_ms"].as_f64().unwrap(), p["p99_ms"].as_f64().unwrap());
+        assert!(p50 > 0.0 && p50 <= p99, "{scale}");
+        let busy = p["cpu_busy"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&busy), "{scale}");
+        // The runs ran in the worker processes (the stack's own worker is off).
+        assert!(p["cpu_workers"].as_f64().unwrap() > 0.0, "{scale}");
+    }
+    assert!((points[0]["efficiency"].as_f64().unwrap() - 1.0).abs() < 1e-9);
+    // The top level is the largest count.
+    assert_eq!(scale["count"], 60);
+    assert_eq!(scale["throughput_per_s"], points[1]["throughput_per_s"]);
+    assert_eq!(scale["extra"]["workers"], 2.0);
 }

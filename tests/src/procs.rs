@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use serde_json::Value;
 use tocsin_core::config::Secret;
-use tocsin_devstack::{NatsServer, PgCluster};
+use tocsin_devstack::{NatsServer, PgCluster, descendants};
 use tocsin_stack::stack::{StackConfig, deploy_playbooks};
 use tocsin_store::Store;
 use tocsin_store::keys::KeyKind;
@@ -464,29 +464,4 @@ impl ProcStack {
         self.nats.lock().await.stop().await;
         self.pg.lock().await.stop().await;
     }
-}
-
-/// Every process below `pid` (children first found through `/proc/<pid>/task/*/children`).
-fn descendants(pid: u32) -> Vec<u32> {
-    let mut found = Vec::new();
-    let mut queue = vec![pid];
-    while let Some(parent) = queue.pop() {
-        let Ok(tasks) = std::fs::read_dir(format!("/proc/{parent}/task")) else {
-            continue;
-        };
-        for task in tasks.flatten() {
-            let children =
-                std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
-            for child in children
-                .split_whitespace()
-                .filter_map(|c| c.parse::<u32>().ok())
-            {
-                if !found.contains(&child) {
-                    found.push(child);
-                    queue.push(child);
-                }
-            }
-        }
-    }
-    found
 }

@@ -1,7 +1,8 @@
 //! Private infrastructure for local use: a `nats-server` with JetStream and a PostgreSQL
 //! cluster, each started as a child process on a free loopback port with its data under a
 //! directory of ours. `tocsin dev`, the test harness and the benchmarks all start them the
-//! same way.
+//! same way. [`ServiceProcess`] runs a Tocsin service (the `scale-out` benchmark's worker
+//! processes) under the same supervisor.
 //!
 //! Every child runs under a small `sh` supervisor whose stdin is a pipe from us. When we
 //! close the pipe (a clean stop) or die (the kernel closes it), the supervisor stops the
@@ -14,7 +15,7 @@ mod process;
 
 pub use nats::{NatsServer, find_nats_server};
 pub use postgres::{PgCluster, find_pg_bindir};
-pub use process::free_port;
+pub use process::{ServiceProcess, descendants, free_port};
 
 /// Starting or stopping a private server failed.
 #[derive(Debug, thiserror::Error)]

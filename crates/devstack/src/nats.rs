@@ -44,7 +44,7 @@ impl NatsServer {
             "-n".to_owned(),
             format!("tocsin-dev-{port}"),
         ];
-        let process = Supervised::spawn(binary, &args, "TERM", &log, None).await?;
+        let process = Supervised::spawn(binary, &args, "TERM", &log, None, None).await?;
         let mut server = Self {
             process,
             binary: binary.to_owned(),
@@ -97,7 +97,8 @@ impl NatsServer {
 
     /// Starts it again on the same port and store (after `stop` or `kill`).
     pub async fn restart(&mut self) -> Result<(), DevStackError> {
-        self.process = Supervised::spawn(&self.binary, &self.args, "TERM", &self.log, None).await?;
+        self.process =
+            Supervised::spawn(&self.binary, &self.args, "TERM", &self.log, None, None).await?;
         self.wait_ready().await
     }
 }

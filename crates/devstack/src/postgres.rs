@@ -86,7 +86,7 @@ impl PgCluster {
             touch_owned(&log, uid, gid)?;
         }
         let program = bindir.join("postgres");
-        let process = Supervised::spawn(&program, &args, "INT", &log, owner).await?;
+        let process = Supervised::spawn(&program, &args, "INT", &log, owner, None).await?;
         let mut cluster = Self {
             process,
             data_dir,
@@ -113,8 +113,15 @@ impl PgCluster {
     /// [`PgCluster::stop_immediate`]).
     pub async fn restart(&mut self) -> Result<(), DevStackError> {
         remove_stale_pid_file(&self.data_dir);
-        self.process =
-            Supervised::spawn(&self.program, &self.args, "INT", &self.log, self.owner).await?;
+        self.process = Supervised::spawn(
+            &self.program,
+            &self.args,
+            "INT",
+            &self.log,
+            self.owner,
+            None,
+        )
+        .await?;
         self.wait_ready().await
     }
 

@@ -35,12 +35,15 @@ pub(crate) struct Supervised {
 impl Supervised {
     /// Starts `program args...`, with its stdout and stderr appended to `log` (our pipe from
     /// the supervisor carries only the pid, so nothing of the server depends on us reading).
+    /// With `env`, the program gets our environment less every `TOCSIN_*` variable, plus
+    /// `env`; without, our environment as it is.
     pub(crate) async fn spawn(
         program: &Path,
         args: &[String],
         stop_signal: &str,
         log: &Path,
         uid_gid: Option<(u32, u32)>,
+        env: Option<&[(String, String)]>,
     ) -> Result<Self, DevStackError> {
         let log_file = std::fs::OpenOptions::new()
             .create(true)
@@ -63,6 +66,14 @@ impl Supervised {
             .kill_on_drop(true);
         if let Some((uid, gid)) = uid_gid {
             cmd.uid(uid).gid(gid);
+        }
+        if let Some(env) = env {
+            for (name, _) in std::env::vars_os() {
+                if name.to_string_lossy().starts_with("TOCSIN_") {
+                    cmd.env_remove(name);
+                }
+            }
+            cmd.envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         }
         let mut child = cmd
             .spawn()
@@ -97,13 +108,16 @@ impl Supervised {
     }
 
     /// Stops the server with its stop signal and waits up to `grace`; kills it after that.
-    pub(crate) async fn stop(&mut self, grace: Duration) {
+    /// The server's exit status when it exited within `grace` (the supervisor exits with
+    /// it), `None` when it had to be killed (or could not be waited for).
+    pub(crate) async fn stop(&mut self, grace: Duration) -> Option<std::process::ExitStatus> {
         drop(self.stdin.take());
-        if tokio::time::timeout(grace, self.child.wait())
-            .await
-            .is_err()
-        {
-            self.kill().await;
+        match tokio::time::timeout(grace, self.child.wait()).await {
+            Ok(status) => status.ok(),
+            Err(_) => {
+                self.kill().await;
+                None
+            }
         }
     }
 
@@ -132,6 +146,70 @@ impl Supervised {
         drop(self.stdin.take());
         let _ = self.child.wait().await;
     }
+}
+
+/// A Tocsin service (such as `tocsin worker`) run as a separate OS process under the same
+/// supervisor as the servers: SIGTERM reaches it when we stop it, or when we die.
+#[derive(Debug)]
+pub struct ServiceProcess {
+    process: Supervised,
+}
+
+impl ServiceProcess {
+    /// Starts `program args...` with stdout and stderr appended to `log`. Its environment is
+    /// ours less every `TOCSIN_*` variable, plus `env`: what it is configured with is only
+    /// what it is given (`--config` in `args`, and `env`).
+    pub async fn start(
+        program: &Path,
+        args: &[String],
+        env: &[(String, String)],
+        log: &Path,
+    ) -> Result<Self, DevStackError> {
+        let process = Supervised::spawn(program, args, "TERM", log, None, Some(env)).await?;
+        Ok(Self { process })
+    }
+
+    /// Pid of the service itself (not the supervisor).
+    pub fn pid(&self) -> u32 {
+        self.process.pid
+    }
+
+    /// Whether it is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.process.is_running()
+    }
+
+    /// SIGTERM, then waits up to `grace` for it to drain and exit; SIGKILL after that. Its
+    /// exit status when it exited by itself within `grace`, `None` when it was killed.
+    pub async fn stop(&mut self, grace: Duration) -> Option<std::process::ExitStatus> {
+        self.process.stop(grace).await
+    }
+}
+
+/// Every process below `pid` (children found through `/proc/<pid>/task/*/children`), such
+/// as a worker's runner processes.
+pub fn descendants(pid: u32) -> Vec<u32> {
+    let mut found = Vec::new();
+    let mut queue = vec![pid];
+    while let Some(parent) = queue.pop() {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{parent}/task")) else {
+            continue;
+        };
+        for task in tasks.flatten() {
+            let children =
+                std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+            for child in children
+                .split_whitespace()
+                .filter_map(|c| c.parse::<u32>().ok())
+            {
+                if !found.contains(&child) {
+                    found.push(child);
+                    queue.push(child);
+                }
+            }
+        }
+    }
+    found
 }
 
 /// A free TCP port on 127.0.0.1 (free when asked; a race with other processes is possible,

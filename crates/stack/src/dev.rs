@@ -27,6 +27,9 @@ pub struct DevOptions {
     pub ingest_addr: SocketAddr,
     /// API listen address.
     pub api_addr: SocketAddr,
+    /// Run the worker in this process too (false: runs wait for worker processes started
+    /// separately, as in the `scale-out` benchmark).
+    pub worker: bool,
 }
 
 /// The tenant `tocsin dev` creates.
@@ -63,6 +66,9 @@ struct SavedState {
 /// A running dev environment.
 #[derive(Debug)]
 pub struct Dev {
+    /// The configuration the services run with (private servers' URLs, master key, SDK and
+    /// bundle paths filled in).
+    pub config: StackConfig,
     /// What the redeploy watcher needs: the store config, worker settings, the directory
     /// and the hash currently live.
     pub watch: WatchState,
@@ -212,7 +218,7 @@ impl Dev {
 
         config.ingest.listen = options.ingest_addr;
         config.api.listen = options.api_addr;
-        let stack = Stack::start(&config, shutdown).await?;
+        let stack = Stack::start_with(&config, shutdown, options.worker).await?;
         let env = DevEnv {
             ingest_url: format!("http://{}", stack.ingest_addr),
             api_url: format!("http://{}", stack.api_addr),
@@ -230,6 +236,7 @@ impl Dev {
         let env_file = data_dir.join("dev.env");
         secret_file(&env_file, &render_env(&env))?;
         Ok(Self {
+            config,
             watch,
             stack,
             env,

@@ -63,7 +63,9 @@ impl StackConfig {
         }
     }
 
-    fn worker(&self) -> tocsin_worker::Config {
+    /// The configuration of this stack's worker, also what a worker process started
+    /// separately against the same stack runs with (`tocsin worker --config`).
+    pub fn worker(&self) -> tocsin_worker::Config {
         tocsin_worker::Config {
             worker: self.worker.clone(),
             nats: self.nats.clone(),
@@ -114,6 +116,16 @@ impl Stack {
     /// Starts ingest, scheduler, worker and API in this process. Returns once ingest and the
     /// API listen and the worker's runners are up.
     pub async fn start(config: &StackConfig, shutdown: &Shutdown) -> anyhow::Result<Self> {
+        Self::start_with(config, shutdown, true).await
+    }
+
+    /// Like [`Stack::start`]; without the worker when `worker` is false (runs then wait for
+    /// worker processes started separately, as in the `scale-out` benchmark).
+    pub async fn start_with(
+        config: &StackConfig,
+        shutdown: &Shutdown,
+        worker: bool,
+    ) -> anyhow::Result<Self> {
         let shutdown = shutdown.child();
         let ingest = tocsin_ingest::Server::bind(config.ingest())
             .await
@@ -136,11 +148,13 @@ impl Stack {
             "scheduler",
             tokio::spawn(async move { Ok(tocsin_scheduler::run(cfg, s).await?) }),
         ));
-        let (cfg, s) = (config.worker(), shutdown.clone());
-        services.push((
-            "worker",
-            tokio::spawn(async move { Ok(tocsin_worker::run(cfg, s).await?) }),
-        ));
+        if worker {
+            let (cfg, s) = (config.worker(), shutdown.clone());
+            services.push((
+                "worker",
+                tokio::spawn(async move { Ok(tocsin_worker::run(cfg, s).await?) }),
+            ));
+        }
         Ok(Self {
             ingest_addr,
             api_addr,
