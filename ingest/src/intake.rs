@@ -107,9 +107,6 @@ async fn handle(state: &Inner, message: jetstream::Message) {
         trace_id = tracing::field::Empty,
     );
     tocsin_core::trace::continue_from_nats(&span, message.headers.as_ref());
-    if let Some(trace_id) = tocsin_core::trace::trace_id(&span) {
-        span.record("trace_id", trace_id);
-    }
     let outcome = process(state, &subject, sequence, &message.payload)
         .instrument(span)
         .await;

@@ -155,9 +155,6 @@ async fn handle_message(ctx: &Ctx, message: jetstream::Message) {
         trace_id = tracing::field::Empty,
     );
     tocsin_core::trace::continue_from_nats(&span, message.headers.as_ref());
-    if let Some(trace_id) = tocsin_core::trace::trace_id(&span) {
-        span.record("trace_id", trace_id);
-    }
     settle(ctx, message).instrument(span).await;
 }
 

@@ -133,9 +133,6 @@ pub(crate) async fn handle_message(exec: &Executor, message: jetstream::Message)
         trace_id = tracing::field::Empty,
     );
     tocsin_core::trace::continue_from_nats(&span, message.headers.as_ref());
-    if let Some(trace_id) = tocsin_core::trace::trace_id(&span) {
-        span.record("trace_id", trace_id);
-    }
     settle(exec, message).instrument(span).await;
 }
 

@@ -68,11 +68,21 @@ impl Injector for Collect {
     }
 }
 
-/// Makes `span` a child of the remote span described by `traceparent` (and `tracestate`).
-/// A missing or malformed `traceparent` leaves `span` where it is (a new trace, or under the
-/// current span), as the W3C specification asks. Call it before the span has children.
+/// Records the span's trace id in its `trace_id` field (log lines show it); a no-op for a
+/// span without that field.
+fn record_trace_id(span: &tracing::Span) {
+    if let Some(trace_id) = trace_id(span) {
+        span.record("trace_id", trace_id);
+    }
+}
+
+/// Makes `span` a child of the remote span described by `traceparent` (and `tracestate`),
+/// then records its trace id in its `trace_id` field. A missing or malformed `traceparent`
+/// leaves `span` where it is (a new trace, or under the current span), as the W3C
+/// specification asks. Call it before the span has children.
 pub fn continue_trace(span: &tracing::Span, traceparent: Option<&str>, tracestate: Option<&str>) {
     let Some(traceparent) = traceparent else {
+        record_trace_id(span);
         return;
     };
     let mut map = HashMap::with_capacity(2);
@@ -85,17 +95,18 @@ pub fn continue_trace(span: &tracing::Span, traceparent: Option<&str>, tracestat
         // Fails only when the span is disabled (no OpenTelemetry layer): nothing to continue.
         let _ = span.set_parent(context);
     }
+    record_trace_id(span);
 }
 
 /// [`continue_trace`] from the headers of a NATS message.
 pub fn continue_from_nats(span: &tracing::Span, headers: Option<&async_nats::HeaderMap>) {
-    let Some(headers) = headers else {
-        return;
-    };
-    let context = TraceContextPropagator::new().extract(&NatsRead(headers));
-    if context.span().span_context().is_valid() {
-        let _ = span.set_parent(context);
+    if let Some(headers) = headers {
+        let context = TraceContextPropagator::new().extract(&NatsRead(headers));
+        if context.span().span_context().is_valid() {
+            let _ = span.set_parent(context);
+        }
     }
+    record_trace_id(span);
 }
 
 /// Adds `traceparent` (and `tracestate`) for `span` to NATS message headers.

@@ -35,9 +35,6 @@ pub async fn traced(request: Request, next: Next) -> Response {
         let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
         tocsin_core::trace::continue_trace(&span, header(TRACEPARENT), header(TRACESTATE));
     }
-    if let Some(trace_id) = tocsin_core::trace::trace_id(&span) {
-        span.record("trace_id", trace_id);
-    }
     let response = next.run(request).instrument(span.clone()).await;
     let status = response.status();
     span.record("http.response.status_code", status.as_u16());
