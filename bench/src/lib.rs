@@ -10,12 +10,14 @@ mod fake;
 mod report;
 mod scale_out;
 mod scenarios;
+mod sql_profile;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 pub use report::{Report, ScalePoint};
 pub use scenarios::Scenario;
+pub use sql_profile::SqlStat;
 
 /// How to run a benchmark.
 #[derive(Debug, Clone)]
@@ -41,6 +43,12 @@ pub struct Options {
     pub backlog: usize,
     /// Worker process counts the `scale-out` scenario measures, in increasing order.
     pub workers: Vec<usize>,
+    /// Load `pg_stat_statements` into the private PostgreSQL and report the statements that
+    /// took the database's time during the load.
+    pub profile_sql: bool,
+    /// Unmeasured load at the same rate before `e2e` and `enrichment` measure (connections
+    /// opened, runners warm); zero skips it.
+    pub warmup: Duration,
 }
 
 impl Default for Options {
@@ -56,6 +64,8 @@ impl Default for Options {
             runs_per_runner: 32,
             backlog: 20_000,
             workers: vec![1, 2, 4],
+            profile_sql: false,
+            warmup: Duration::from_secs(2),
         }
     }
 }

@@ -29,6 +29,10 @@ pub struct Report {
     /// One entry per worker count (`scale-out` only; omitted from the JSON otherwise).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub points: Vec<ScalePoint>,
+    /// With `--profile-sql`: the statements that took the most database time during the
+    /// load (omitted from the JSON otherwise).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub sql_profile: Vec<crate::SqlStat>,
 }
 
 /// What one worker count of the `scale-out` scenario measured.
@@ -137,6 +141,17 @@ impl fmt::Display for Report {
                 p.cpu_stack,
                 p.cpu_servers,
                 p.cpu_other
+            )?;
+        }
+        if !self.sql_profile.is_empty() {
+            writeln!(f, "database time by statement (pg_stat_statements):")?;
+            writeln!(f, "share   calls/op  mean ms  statement")?;
+        }
+        for s in &self.sql_profile {
+            writeln!(
+                f,
+                "{:<7.3} {:<9.2} {:<8.3} {}",
+                s.share, s.calls_per_op, s.mean_ms, s.query
             )?;
         }
         Ok(())

@@ -339,6 +339,7 @@ fn report(points: Vec<ScalePoint>, runners: usize, per_count: u64) -> anyhow::Re
         ),
         extra,
         points,
+        sql_profile: Vec::new(),
     })
 }
 

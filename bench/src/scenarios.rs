@@ -152,6 +152,11 @@ async fn start(mut config: StackConfig, options: &Options) -> anyhow::Result<Ben
         api_addr: "127.0.0.1:0".parse()?,
         // scale-out starts its worker processes itself, so that their number is exact.
         worker: options.scenario != Scenario::ScaleOut,
+        postgres_settings: if options.profile_sql {
+            crate::sql_profile::server_settings()
+        } else {
+            Vec::new()
+        },
     };
     let dev = Dev::start(config.clone(), &dev_options, &Shutdown::new()).await?;
     let mut db = config.postgres.clone();
@@ -262,6 +267,10 @@ fn alerts(source: &str, i: u64, batch: usize, extra: &serde_json::Value) -> Stri
         .join("\n")
 }
 
+/// Warm-up alerts' numbers start here, so that their source refs never collide with the
+/// measured ones.
+const WARMUP_OFFSET: u64 = 1 << 40;
+
 /// Waits until `expected` alerts are recorded and no run is unfinished.
 pub(crate) async fn settle(bench: &Bench, expected: i64) -> anyhow::Result<()> {
     let start = Instant::now();
@@ -286,6 +295,14 @@ fn ms(d: time::Duration) -> f64 {
 
 pub(crate) async fn run(config: StackConfig, options: &Options) -> anyhow::Result<Report> {
     let bench = start(config, options).await?;
+    // `e2e` and `enrichment` reset the statistics themselves, after their warm-up.
+    if options.profile_sql
+        && !matches!(options.scenario, Scenario::E2e | Scenario::Enrichment)
+        && let Err(e) = crate::sql_profile::reset(&bench.dev.env.database_url).await
+    {
+        bench.dev.stop().await?;
+        return Err(e);
+    }
     let result = match options.scenario {
         Scenario::Ingest => ingest(&bench, options).await,
         Scenario::E2e => {
@@ -315,6 +332,23 @@ pub(crate) async fn run(config: StackConfig, options: &Options) -> anyhow::Resul
         Scenario::Backlog => backlog(&bench, options).await,
         Scenario::ScaleOut => crate::scale_out::run(&bench, options).await,
     };
+    let result = match result {
+        Ok(mut report) if options.profile_sql => {
+            match crate::sql_profile::read(&bench.dev.env.database_url, report.count).await {
+                Ok((stats, statements)) => {
+                    #[allow(clippy::cast_precision_loss)]
+                    report.extra.insert(
+                        "sql_statements_per_op".to_owned(),
+                        statements as f64 / report.count.max(1) as f64,
+                    );
+                    report.sql_profile = stats;
+                    Ok(report)
+                }
+                Err(e) => Err(e),
+            }
+        }
+        other => other,
+    };
     let stopped = bench.dev.stop().await;
     let report = result?;
     stopped?;
@@ -343,6 +377,7 @@ async fn ingest(bench: &Bench, options: &Options) -> anyhow::Result<Report> {
         latency: format!("HTTP request (batch of {batch}) until 202"),
         extra,
         points: Vec::new(),
+        sql_profile: Vec::new(),
     })
 }
 
@@ -354,9 +389,27 @@ async fn pipeline(
     playbook: &str,
 ) -> anyhow::Result<Report> {
     let batch = options.batch;
+    // Warm-up, not measured: the first runs pay for opening database connections, the
+    // runners' first imports of the bundle and cold caches.
+    let mut warmed = 0;
+    if !options.warmup.is_zero() {
+        let mut warm = options.clone();
+        warm.duration = options.warmup;
+        let fields = extra_fields.clone();
+        let driven = drive(bench, &warm, move |i| {
+            alerts(source, WARMUP_OFFSET + i, batch, &fields)
+        })
+        .await?;
+        warmed = driven.accepted * batch as u64;
+        settle(bench, i64::try_from(warmed).unwrap_or(i64::MAX)).await?;
+    }
+    if options.profile_sql {
+        crate::sql_profile::reset(&bench.dev.env.database_url).await?;
+    }
+    let measured_from = time::OffsetDateTime::now_utc();
     let fields = extra_fields.clone();
     let driven = drive(bench, options, move |i| alerts(source, i, batch, &fields)).await?;
-    let expected = i64::try_from(driven.accepted * batch as u64).unwrap_or(i64::MAX);
+    let expected = i64::try_from(warmed + driven.accepted * batch as u64).unwrap_or(i64::MAX);
     settle(bench, expected).await?;
     let timings: Vec<_> = bench
         .store
@@ -364,6 +417,7 @@ async fn pipeline(
         .await?
         .into_iter()
         .filter(|t| t.playbook == playbook)
+        .filter(|t| t.received_at.is_some_and(|r| r >= measured_from))
         .collect();
     let failed = timings.iter().filter(|t| t.status != "succeeded").count();
     let mut to_start = Vec::new();
@@ -417,6 +471,7 @@ async fn pipeline(
         },
         extra,
         points: Vec::new(),
+        sql_profile: Vec::new(),
     })
 }
 
@@ -468,6 +523,7 @@ async fn steps(bench: &Bench, options: &Options) -> anyhow::Result<Report> {
         latency: "40-step playbook, run started → finished".to_owned(),
         extra,
         points: Vec::new(),
+        sql_profile: Vec::new(),
     })
 }
 
@@ -584,5 +640,6 @@ async fn backlog(bench: &Bench, options: &Options) -> anyhow::Result<Report> {
         latency: "run started → finished, while draining the deep backlog".to_owned(),
         extra,
         points: Vec::new(),
+        sql_profile: Vec::new(),
     })
 }

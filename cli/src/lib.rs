@@ -210,6 +210,15 @@ struct BenchArgs {
     /// separate `tocsin worker` processes, with --runners runner processes each.
     #[arg(long, value_delimiter = ',', default_value = "1,2,4")]
     workers: Vec<usize>,
+    /// Load pg_stat_statements into the private PostgreSQL and report the statements that
+    /// took the database's time during the load (calls per measured run or alert, mean
+    /// time, share).
+    #[arg(long)]
+    profile_sql: bool,
+    /// Seconds of unmeasured load, at the same rate, before `e2e` and `enrichment` measure
+    /// (database connections opened, runners warm); 0 skips it.
+    #[arg(long, default_value_t = 2)]
+    warmup: u64,
 }
 
 #[derive(Debug, Args)]
@@ -968,6 +977,8 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
                 runs_per_runner: args.runs_per_runner.max(1),
                 backlog: args.backlog.unwrap_or(scenario.default_backlog()),
                 workers: args.workers,
+                profile_sql: args.profile_sql,
+                warmup: Duration::from_secs(args.warmup),
             };
             let report = tocsin_bench::run(config, &options).await?;
             if args.json {
@@ -1043,6 +1054,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
                 ingest_addr: args.ingest_addr,
                 api_addr: args.api_addr,
                 worker: true,
+                postgres_settings: Vec::new(),
             };
             run_dev(config, &options).await
         }
@@ -1059,6 +1071,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
                 ingest_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
                 api_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
                 worker: true,
+                postgres_settings: Vec::new(),
             };
             demo::demo(
                 config,

@@ -11,7 +11,9 @@ use tocsin_proto::types::RunStatus;
 use tocsin_proto::v1::{
     self, runner_event::Event, runner_request::Request, step_decision::Decision,
 };
-use tocsin_store::runs::{Claim, ClaimedRun, RunOutcome, StepDecision, StepIntent, StepOutcome};
+use tocsin_store::runs::{
+    Claim, ClaimedRun, RunInputs, RunOutcome, StepDecision, StepIntent, StepOutcome,
+};
 use tocsin_store::system::is_system_action;
 use tocsin_store::{Store, StoreError};
 use tokio_util::sync::CancellationToken;
@@ -37,6 +39,33 @@ pub(crate) struct Executor {
     pub(crate) hand_back: CancellationToken,
     /// In-flight runs, for operator cancellation.
     pub(crate) in_flight: std::sync::Mutex<std::collections::HashMap<Uuid, CancellationToken>>,
+    /// Playbook timeouts (ms) by (tenant, bundle hash, playbook): a bundle's playbooks never
+    /// change under its hash, so this saves a database round trip per run.
+    pub(crate) timeouts: tocsin_core::cache::TtlCache<(String, String, String), i64>,
+}
+
+impl Executor {
+    /// How long the playbook may run, from the cache or its bundle's row.
+    async fn playbook_timeout(&self, run: &ClaimedRun) -> Result<Duration, StoreError> {
+        let key = (
+            run.tenant_id.clone(),
+            run.bundle_hash.clone(),
+            run.playbook.clone(),
+        );
+        let ms = match self.timeouts.get(&key) {
+            Some(ms) => ms,
+            None => {
+                let ms = self
+                    .store
+                    .playbook(&run.tenant_id, &run.bundle_hash, &run.playbook)
+                    .await?
+                    .timeout_ms;
+                self.timeouts.insert(key, ms);
+                ms
+            }
+        };
+        Ok(Duration::from_millis(u64::try_from(ms).unwrap_or(0)))
+    }
 }
 
 impl Executor {
@@ -208,17 +237,21 @@ async fn handle(exec: &Executor, message: &jetstream::Message) -> Result<Settle,
     span.record("run_id", tracing::field::display(run_id));
     span.record("tenant", job.tenant.as_str());
     span.record("playbook", job.playbook.as_str());
-    let run = match exec
+    // The claim, the alert and the secrets in one transaction.
+    let (run, inputs) = match exec
         .store
-        .claim_run(&job.tenant, run_id, exec.ack_wait)
+        .claim_run_with_inputs(&job.tenant, run_id, exec.ack_wait, exec.master_key.as_ref())
         .await
     {
-        Ok(Claim::Claimed(run)) => run,
-        Ok(Claim::Finished(status)) => {
+        Ok((Claim::Claimed(run), Some(inputs))) => (run, inputs),
+        Ok((Claim::Claimed(_), None)) => {
+            return Err(RunError::Malformed("claimed run without inputs".into()));
+        }
+        Ok((Claim::Finished(status), _)) => {
             tracing::debug!(%status, "run already finished; dropping duplicate job");
             return Ok(Settle::Ack);
         }
-        Ok(Claim::Busy { retry_after }) => return Ok(Settle::Retry(retry_after)),
+        Ok((Claim::Busy { retry_after }, _)) => return Ok(Settle::Retry(retry_after)),
         Err(StoreError::NotFound { .. }) => {
             return Err(RunError::Malformed("run does not exist".into()));
         }
@@ -241,7 +274,7 @@ async fn handle(exec: &Executor, message: &jetstream::Message) -> Result<Settle,
         );
     }
     let started = std::time::Instant::now();
-    let result = execute(exec, message, &run).await;
+    let result = execute(exec, message, &run, inputs).await;
     metrics.observe(
         "tocsin_run_execution_seconds",
         "Duration of one execution of a run (until it ends, suspends or is handed back), by playbook",
@@ -274,13 +307,10 @@ async fn execute(
     exec: &Executor,
     message: &jetstream::Message,
     run: &ClaimedRun,
+    inputs: RunInputs,
 ) -> Result<Settle, RunError> {
-    let playbook = match exec
-        .store
-        .playbook(&run.tenant_id, &run.bundle_hash, &run.playbook)
-        .await
-    {
-        Ok(p) => p,
+    let timeout = match exec.playbook_timeout(run).await {
+        Ok(t) => t,
         Err(StoreError::NotFound { .. }) => {
             let error = format!(
                 "playbook {:?} is not in bundle {}",
@@ -290,10 +320,6 @@ async fn execute(
         }
         Err(e) => return Err(e.into()),
     };
-    let alert_json = match run.alert_id {
-        Some(alert_id) => sdk_alert_json(&exec.store.alert_view(&run.tenant_id, alert_id).await?),
-        None => "null".to_owned(),
-    };
     let bundle_dir = ensure_bundle(
         &exec.store,
         &exec.bundle_root,
@@ -301,22 +327,19 @@ async fn execute(
         &run.bundle_hash,
     )
     .await?;
-    let mut mask = Masker::default();
-    let secrets_json = match &exec.master_key {
-        Some(key) => match exec.store.tenant_secrets(key, &run.tenant_id).await {
-            Ok(secrets) => {
-                let json = serde_json::to_string(&secrets).unwrap_or_else(|_| "{}".to_owned());
-                mask = Masker::new(secrets.into_values());
-                json
-            }
-            Err(tocsin_store::secrets::SecretError::Store(e)) => return Err(e.into()),
-            Err(error) => {
-                let error = error.to_string();
-                return finish(exec, run, RunStatus::Failed, None, Some(&error), None).await;
-            }
-        },
-        None => "{}".to_owned(),
+    let secrets = match inputs.secrets {
+        Ok(secrets) => secrets,
+        Err(error) => {
+            let error = error.to_string();
+            return finish(exec, run, RunStatus::Failed, None, Some(&error), None).await;
+        }
     };
+    let alert_json = inputs
+        .alert
+        .as_ref()
+        .map_or_else(|| "null".to_owned(), sdk_alert_json);
+    let secrets_json = serde_json::to_string(&secrets).unwrap_or_else(|_| "{}".to_owned());
+    let mask = Masker::new(secrets.into_values());
     let mut handle = exec
         .pool
         .start_run(v1::StartRun {
@@ -340,7 +363,6 @@ async fn execute(
     tracing::debug!(runner_pid = ?handle.runner_pid(), "run started");
 
     let in_flight = InFlight::new(exec, run.id);
-    let timeout = Duration::from_millis(u64::try_from(playbook.timeout_ms).unwrap_or(0));
     let hard_deadline = tokio::time::sleep(timeout + exec.hard_deadline_margin);
     tokio::pin!(hard_deadline);
     let mut heartbeat = tokio::time::interval(exec.ack_wait / 3);

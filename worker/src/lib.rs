@@ -155,6 +155,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), WorkerError> 
         master_key,
         hand_back: hand_back.clone(),
         in_flight: std::sync::Mutex::new(std::collections::HashMap::new()),
+        timeouts: tocsin_core::cache::TtlCache::new(std::time::Duration::from_secs(600), 4096),
     });
     let cancels = shutdown.child();
     let cancel_listener = cancels.spawn(

@@ -37,6 +37,23 @@ impl PgCluster {
         port: Option<u16>,
         durable: bool,
     ) -> Result<Self, DevStackError> {
+        Self::start_with_settings(dir, port, durable, &[]).await
+    }
+
+    /// [`PgCluster::start`] with further server settings (`name=value`, each passed as
+    /// `-c name=value`), e.g. `shared_preload_libraries=pg_stat_statements` for profiling.
+    pub async fn start_with_settings(
+        dir: &Path,
+        port: Option<u16>,
+        durable: bool,
+        settings: &[String],
+    ) -> Result<Self, DevStackError> {
+        if let Some(bad) = settings.iter().find(|s| !s.contains('=')) {
+            return Err(DevStackError::Command {
+                command: "postgres".to_owned(),
+                output: format!("server setting {bad:?} is not name=value"),
+            });
+        }
         let bindir = find_pg_bindir()?;
         let owner = postgres_owner()?;
         std::fs::create_dir_all(dir)
@@ -79,6 +96,10 @@ impl PgCluster {
                 args.push("-c".to_owned());
                 args.push(setting.to_owned());
             }
+        }
+        for setting in settings {
+            args.push("-c".to_owned());
+            args.push(setting.clone());
         }
         let log = dir.join("postgres.log");
         if let Some((uid, gid)) = owner {

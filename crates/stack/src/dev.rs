@@ -30,6 +30,9 @@ pub struct DevOptions {
     /// Run the worker in this process too (false: runs wait for worker processes started
     /// separately, as in the `scale-out` benchmark).
     pub worker: bool,
+    /// Further settings for the private PostgreSQL (`name=value`); ignored when
+    /// `TOCSIN_DATABASE_URL` points at another server.
+    pub postgres_settings: Vec<String>,
 }
 
 /// The tenant `tocsin dev` creates.
@@ -160,9 +163,14 @@ impl Dev {
             }
             Err(_) => {
                 let port = saved.pg_port.filter(|p| port_free(*p));
-                let cluster = PgCluster::start(&data_dir.join("postgres"), port, true)
-                    .await
-                    .context("failed to start postgres")?;
+                let cluster = PgCluster::start_with_settings(
+                    &data_dir.join("postgres"),
+                    port,
+                    true,
+                    &options.postgres_settings,
+                )
+                .await
+                .context("failed to start postgres")?;
                 cluster.create_database("tocsin").await?;
                 tracing::info!(port = cluster.port(), "private postgres started");
                 config.postgres.url = tocsin_core::config::Secret::new(cluster.url("tocsin"));

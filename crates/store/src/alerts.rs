@@ -282,17 +282,7 @@ impl Store {
     /// One alert of `tenant` with its case and runs.
     pub async fn alert_view(&self, tenant: &str, id: Uuid) -> Result<AlertView, StoreError> {
         let mut tx = self.begin(crate::Scope::Tenant(tenant)).await?;
-        let mut alert: AlertView = sqlx::query_as(
-            "SELECT id, tenant_id, source, source_ref, title, description, severity, occurred_at,
-                    received_at, observables, tags, raw, case_id, duplicate_count, last_seen_at,
-                    mapping, match_report, trace_id
-             FROM alerts WHERE tenant_id = $1 AND id = $2",
-        )
-        .bind(tenant)
-        .bind(id)
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or(StoreError::NotFound { entity: "alert" })?;
+        let mut alert = fetch_alert(&mut tx, tenant, id).await?;
         alert.runs = sqlx::query_as(
             "SELECT id, playbook, status, queued_at, started_at, finished_at
              FROM runs WHERE tenant_id = $1 AND alert_id = $2 ORDER BY playbook",
@@ -303,6 +293,25 @@ impl Store {
         .await?;
         Ok(alert)
     }
+}
+
+/// One alert of `tenant`, without its runs (`runs` is empty).
+pub(crate) async fn fetch_alert(
+    conn: &mut PgConnection,
+    tenant: &str,
+    id: Uuid,
+) -> Result<AlertView, StoreError> {
+    sqlx::query_as(
+        "SELECT id, tenant_id, source, source_ref, title, description, severity, occurred_at,
+                received_at, observables, tags, raw, case_id, duplicate_count, last_seen_at,
+                mapping, match_report, trace_id
+         FROM alerts WHERE tenant_id = $1 AND id = $2",
+    )
+    .bind(tenant)
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await?
+    .ok_or(StoreError::NotFound { entity: "alert" })
 }
 
 /// Puts a newly inserted alert into a case: the newest open case of the tenant with the

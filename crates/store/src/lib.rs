@@ -64,6 +64,19 @@ impl<'a> From<Option<&'a str>> for Scope<'a> {
     }
 }
 
+/// When a transaction's commit returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Commit {
+    /// Once the commit is on disk (the server's `synchronous_commit` setting).
+    Durable,
+    /// Before the commit is on disk (`synchronous_commit = off` for this transaction): a
+    /// server crash may lose it, unless a later durable commit has been acknowledged, which
+    /// flushes everything committed before it (the WAL is written in order). Only for
+    /// records whose loss that later commit covers, as a step's outcome (see
+    /// [`Store::record_step_outcome`]).
+    Deferred,
+}
+
 /// Handle to the database; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -148,20 +161,41 @@ impl Store {
     }
 
     /// Begins a transaction that sees the rows of `scope` only (see the crate docs).
+    ///
+    /// `BEGIN` and the `set_config` go to the server as one simple query, one round trip
+    /// instead of two. That is the one place a value is written into SQL text rather than
+    /// bound, so only `*` and tenant ids of the strict grammar
+    /// (`[a-z0-9][a-z0-9-]{0,62}`, [`tocsin_proto::types::is_valid_tenant_id`], which no
+    /// quote or backslash can pass) get there; any other tenant id is refused as unknown.
     pub(crate) async fn begin(
         &self,
         scope: Scope<'_>,
     ) -> Result<Transaction<'static, Postgres>, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        self.begin_with(scope, Commit::Durable).await
+    }
+
+    /// [`Store::begin`], with the commit's durability chosen by `commit`.
+    pub(crate) async fn begin_with(
+        &self,
+        scope: Scope<'_>,
+        commit: Commit,
+    ) -> Result<Transaction<'static, Postgres>, StoreError> {
         let value = match scope {
-            Scope::Tenant(tenant) => tenant,
+            Scope::Tenant(tenant) if tocsin_proto::types::is_valid_tenant_id(tenant) => tenant,
+            Scope::Tenant(_) => return Err(StoreError::NotFound { entity: "tenant" }),
             Scope::System => "*",
         };
-        sqlx::query("SELECT set_config('tocsin.tenant', $1, true)")
-            .bind(value)
-            .execute(&mut *tx)
-            .await?;
-        Ok(tx)
+        debug_assert!(value.bytes().all(|b| b != b'\'' && b != b'\\'));
+        Ok(self
+            .pool
+            .begin_with(format!(
+                "BEGIN; SELECT set_config('tocsin.tenant', '{value}', true){}",
+                match commit {
+                    Commit::Durable => "",
+                    Commit::Deferred => "; SET LOCAL synchronous_commit = off",
+                }
+            ))
+            .await?)
     }
 
     /// The role the pool's sessions act as (`SELECT current_user`): [`APP_ROLE`].

@@ -10,11 +10,19 @@ use crate::extract::Observable;
 use crate::page::{Cursor, Keyed, Page, binds, clamp_limit};
 use crate::{Store, StoreError};
 
+/// How far `last_seen` may lag the newest sighting. Busy observables (a scanner's address,
+/// a shared host) appear in many alerts a second; bumping their row on every one would
+/// serialize those alerts on its row lock and leave a dead row version each time.
+const LAST_SEEN_GRANULARITY_SECS: f64 = 1.0;
+
 /// Upserts `found` for `tenant` (seen at `seen_at`) and links every one to `alert_id` and
 /// `case_id` when given. Returns the observable ids, in the order of `found`.
 ///
+/// Known observables are not locked unless their `first_seen`/`last_seen` must move: a
+/// `last_seen` less than [`LAST_SEEN_GRANULARITY_SECS`] behind `seen_at` stays as it is.
 /// `found` must be sorted (as [`crate::extract::extract`] returns it): concurrent
-/// transactions then lock shared observable rows in the same order and cannot deadlock.
+/// transactions then insert and lock shared observable rows in the same order and cannot
+/// deadlock.
 pub(crate) async fn link_observables(
     conn: &mut PgConnection,
     tenant: &str,
@@ -30,39 +38,75 @@ pub(crate) async fn link_observables(
     let ids: Vec<Uuid> = found.iter().map(|_| Uuid::now_v7()).collect();
     let kinds: Vec<&str> = found.iter().map(|(k, _)| *k).collect();
     let values: Vec<&str> = found.iter().map(|(_, v)| v.as_str()).collect();
-    let stored: Vec<Uuid> = sqlx::query_scalar(
-        "WITH o AS (
-            INSERT INTO observables (id, tenant_id, type, value, first_seen, last_seen)
-            SELECT u.id, $1, u.type, u.value, $5, $5
-            FROM unnest($2::uuid[], $3::text[], $4::text[]) WITH ORDINALITY AS u(id, type, value, n)
-            ORDER BY u.n
-            ON CONFLICT (tenant_id, type, value) DO UPDATE
-                SET last_seen = greatest(observables.last_seen, EXCLUDED.last_seen),
-                    first_seen = least(observables.first_seen, EXCLUDED.first_seen)
-            RETURNING id, type, value
-         ), a AS (
-            INSERT INTO alert_observables (alert_id, observable_id, tenant_id)
-            SELECT $6, o.id, $1 FROM o WHERE $6::uuid IS NOT NULL
-            ON CONFLICT DO NOTHING
-         ), c AS (
-            INSERT INTO case_observables (case_id, observable_id, tenant_id)
-            SELECT $7, o.id, $1 FROM o WHERE $7::uuid IS NOT NULL
-            ON CONFLICT DO NOTHING
-         )
-         SELECT o.id FROM o
-         JOIN unnest($3::text[], $4::text[]) WITH ORDINALITY AS u(type, value, n)
-           ON u.type = o.type AND u.value = o.value
-         ORDER BY u.n",
+    // New ones. A concurrent transaction inserting the same one makes this wait for its
+    // outcome, then skip it.
+    sqlx::query(
+        "INSERT INTO observables (id, tenant_id, type, value, first_seen, last_seen)
+         SELECT u.id, $1, u.type, u.value, $5, $5
+         FROM unnest($2::uuid[], $3::text[], $4::text[]) WITH ORDINALITY AS u(id, type, value, n)
+         ORDER BY u.n
+         ON CONFLICT (tenant_id, type, value) DO NOTHING",
     )
     .bind(tenant)
     .bind(&ids)
     .bind(&kinds)
     .bind(&values)
     .bind(seen_at)
+    .execute(&mut *conn)
+    .await?;
+    // A new statement: it sees rows committed by others meanwhile. Only rows whose dates
+    // must move are locked, in sorted order, and with NO KEY UPDATE: the key-share locks
+    // that the link tables' foreign keys take on the same rows do not conflict with it.
+    // A row is in at most one of `stale` and `earlier`.
+    let stored: Vec<Uuid> = sqlx::query_scalar(
+        "WITH found AS (
+            SELECT o.id, u.n
+            FROM unnest($2::text[], $3::text[]) WITH ORDINALITY AS u(type, value, n)
+            JOIN observables o ON o.tenant_id = $1 AND o.type = u.type AND o.value = u.value
+         ), stale AS (
+            -- last_seen behind: bump it, unless another transaction is bumping it already
+            -- (it sets it to about now too): busy observables never make alerts wait.
+            SELECT o.id FROM observables o
+            WHERE o.id IN (SELECT id FROM found)
+              AND o.last_seen < $4 - make_interval(secs => $7) AND o.first_seen <= $4
+            ORDER BY o.type, o.value
+            FOR NO KEY UPDATE SKIP LOCKED
+         ), earlier AS (
+            -- Seen earlier than first_seen (an old alert arriving late): rare; wait for it.
+            SELECT o.id FROM observables o
+            WHERE o.id IN (SELECT id FROM found) AND o.first_seen > $4
+            ORDER BY o.type, o.value
+            FOR NO KEY UPDATE
+         ), bumped AS (
+            UPDATE observables o
+            SET last_seen = greatest(o.last_seen, $4), first_seen = least(o.first_seen, $4)
+            WHERE o.id IN (SELECT id FROM stale UNION ALL SELECT id FROM earlier)
+         ), a AS (
+            INSERT INTO alert_observables (alert_id, observable_id, tenant_id)
+            SELECT $5, found.id, $1 FROM found WHERE $5::uuid IS NOT NULL
+            ON CONFLICT DO NOTHING
+         ), c AS (
+            INSERT INTO case_observables (case_id, observable_id, tenant_id)
+            SELECT $6, found.id, $1 FROM found WHERE $6::uuid IS NOT NULL
+            ON CONFLICT DO NOTHING
+         )
+         SELECT id FROM found ORDER BY n",
+    )
+    .bind(tenant)
+    .bind(&kinds)
+    .bind(&values)
+    .bind(seen_at)
     .bind(alert_id)
     .bind(case_id)
+    .bind(LAST_SEEN_GRANULARITY_SECS)
     .fetch_all(&mut *conn)
     .await?;
+    if stored.len() != found.len() {
+        // Only possible if an observable was deleted between the two statements.
+        return Err(StoreError::Corrupt {
+            what: "observables (changed during upsert)",
+        });
+    }
     Ok(stored)
 }
 

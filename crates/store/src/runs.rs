@@ -14,6 +14,7 @@ use tocsin_proto::types::RunStatus;
 use uuid::Uuid;
 
 use crate::page::{Cursor, Keyed, Page, binds, clamp_limit};
+use crate::secrets::{MasterKey, SecretError};
 use crate::{Store, StoreError};
 
 /// A claimed run, ready to execute.
@@ -172,46 +173,42 @@ impl Store {
         lease: Duration,
     ) -> Result<Claim, StoreError> {
         let mut tx = self.begin(crate::Scope::Tenant(tenant)).await?;
-        let claimed: Option<ClaimedRun> = sqlx::query_as(
-            "UPDATE runs SET status = 'running', epoch = epoch + 1, attempts = attempts + 1,
-                    started_at = coalesce(started_at, now()), updated_at = now(),
-                    retry_at = NULL, retry_reason = NULL,
-                    lease_until = now() + make_interval(secs => $3)
-             WHERE id = $1 AND tenant_id = $2
-               AND (status = 'queued' OR (status = 'running' AND lease_until < now()))
-             RETURNING id, tenant_id, alert_id, playbook, bundle_hash, epoch, attempts, trigger, input,
-                       queued_at",
-        )
-        .bind(run_id)
-        .bind(tenant)
-        .bind(lease_secs(lease))
-        .fetch_optional(&mut *tx)
-        .await?;
-        if let Some(run) = claimed {
+        let claim = claim_in(&mut tx, tenant, run_id, lease).await?;
+        if matches!(claim, Claim::Claimed(_)) {
             tx.commit().await?;
-            return Ok(Claim::Claimed(run));
         }
-        let row: Option<(String, Option<f64>)> = sqlx::query_as(
-            "SELECT status, extract(epoch FROM lease_until - now())::float8
-             FROM runs WHERE id = $1 AND tenant_id = $2",
-        )
-        .bind(run_id)
-        .bind(tenant)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let (status, left) = row.ok_or(StoreError::NotFound { entity: "run" })?;
-        let status: RunStatus = status.parse().map_err(|_| StoreError::Corrupt {
-            what: "runs.status",
-        })?;
-        if status.is_terminal() || status.is_suspended() {
-            // Suspended runs are re-dispatched with a new job when they resume.
-            return Ok(Claim::Finished(status));
-        }
-        // Running with a live lease (or queued again between the two statements).
-        let left = left.unwrap_or(0.0).clamp(0.1, 3600.0);
-        Ok(Claim::Busy {
-            retry_after: Duration::from_secs_f64(left),
-        })
+        Ok(claim)
+    }
+
+    /// [`Store::claim_run`], and when the run is claimed, what it starts with (its alert and,
+    /// with a master key, the tenant's secrets), in the same transaction. Secrets that do not
+    /// decrypt do not undo the claim: they are reported in [`RunInputs::secrets`], for the
+    /// run to fail with.
+    pub async fn claim_run_with_inputs(
+        &self,
+        tenant: &str,
+        run_id: Uuid,
+        lease: Duration,
+        key: Option<&MasterKey>,
+    ) -> Result<(Claim, Option<RunInputs>), StoreError> {
+        let mut tx = self.begin(crate::Scope::Tenant(tenant)).await?;
+        let claim = claim_in(&mut tx, tenant, run_id, lease).await?;
+        let Claim::Claimed(run) = &claim else {
+            return Ok((claim, None));
+        };
+        let alert = match run.alert_id {
+            Some(id) => Some(crate::alerts::fetch_alert(&mut tx, tenant, id).await?),
+            None => None,
+        };
+        let secrets = match key {
+            Some(key) => match crate::secrets::open_secrets(&mut tx, key, tenant).await {
+                Err(SecretError::Store(e)) => return Err(e),
+                other => other,
+            },
+            None => Ok(std::collections::BTreeMap::new()),
+        };
+        tx.commit().await?;
+        Ok((claim, Some(RunInputs { alert, secrets })))
     }
 
     /// Extends the lease of a running claim. `Err(Fenced)` when the claim was superseded.
@@ -289,7 +286,37 @@ impl Store {
             .unwrap_or_else(|_| serde_json::Value::String(step.args_json.to_owned()));
         let hash = args_hash(step.args_json);
         let mut tx = self.begin(crate::Scope::Tenant(step.tenant)).await?;
-        // Lock the run row: a concurrent claim waits until this intent is decided.
+        // The common case in one statement: the claim is current and the step is new. The
+        // run row is locked (a concurrent claim waits until this intent is decided).
+        let inserted: Option<i32> = sqlx::query_scalar(
+            "WITH live AS (
+                SELECT id FROM runs
+                WHERE id = $1 AND tenant_id = $3 AND epoch = $8 AND status = 'running'
+                FOR UPDATE
+             )
+             INSERT INTO run_steps (run_id, seq, tenant_id, action, args, args_hash,
+                idempotent, state, epoch, trace_id, span_id)
+             SELECT live.id, $2, $3, $4, $5, $6, $7, 'intent', $8, $9, $10 FROM live
+             ON CONFLICT (run_id, seq) DO NOTHING
+             RETURNING seq",
+        )
+        .bind(step.run_id)
+        .bind(step.seq)
+        .bind(step.tenant)
+        .bind(step.action)
+        .bind(Json(&args))
+        .bind(&hash)
+        .bind(step.idempotent)
+        .bind(step.epoch)
+        .bind(step.trace.map(|t| t.trace_id.as_str()))
+        .bind(step.trace.map(|t| t.span_id.as_str()))
+        .fetch_optional(&mut *tx)
+        .await?;
+        if inserted.is_some() {
+            tx.commit().await?;
+            return Ok(Ok(StepDecision::Execute));
+        }
+        // Fenced, or a step journaled by an earlier execution: decide how to replay it.
         let current: Option<i32> = sqlx::query_scalar(
             "SELECT epoch FROM runs WHERE id = $1 AND tenant_id = $2 AND status = 'running' FOR UPDATE",
         )
@@ -403,7 +430,15 @@ impl Store {
         &self,
         step: &StepOutcome<'_>,
     ) -> Result<Result<(), Fenced>, StoreError> {
-        let mut tx = self.begin(crate::Scope::System).await?;
+        // Deferred durability: the runner goes on without waiting for this record, and the
+        // worker journals a run's events in order, so the run's next durable commit (its
+        // next intent, or its end) flushes this one too. A database crash before that loses
+        // only what a worker crash right before this write would: the step is found in
+        // `intent` and replayed by the rules for that (re-executed when idempotent, else
+        // the run needs review); never a second side effect.
+        let mut tx = self
+            .begin_with(crate::Scope::System, crate::Commit::Deferred)
+            .await?;
         let state = if step.error.is_none() {
             "succeeded"
         } else {
@@ -470,8 +505,11 @@ impl Store {
         outcome: &RunOutcome<'_>,
     ) -> Result<Result<(), Fenced>, StoreError> {
         let mut tx = self.begin(crate::Scope::System).await?;
-        let n = sqlx::query(
-            "UPDATE runs SET
+        // A final status also marks steps left in `intent` as `uncertain`, in the same
+        // statement.
+        let n: i64 = sqlx::query_scalar(
+            "WITH r AS (
+                UPDATE runs SET
                     status = CASE
                         WHEN $3 = 'waiting_approval' AND NOT EXISTS (
                             SELECT 1 FROM approvals a WHERE a.run_id = runs.id AND a.status = 'pending')
@@ -480,7 +518,13 @@ impl Store {
                     result = $4, error = $5, traceback = $6,
                     finished_at = CASE WHEN $7 THEN now() ELSE NULL END,
                     updated_at = now(), lease_until = NULL
-             WHERE id = $1 AND epoch = $2 AND status = 'running'",
+                WHERE id = $1 AND epoch = $2 AND status = 'running'
+                RETURNING id
+             ), s AS (
+                UPDATE run_steps SET state = 'uncertain'
+                WHERE $7 AND run_id IN (SELECT id FROM r) AND state = 'intent'
+             )
+             SELECT count(*) FROM r",
         )
         .bind(outcome.run_id)
         .bind(outcome.epoch)
@@ -489,22 +533,13 @@ impl Store {
         .bind(outcome.error)
         .bind(outcome.traceback)
         .bind(outcome.status.is_terminal())
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+        .fetch_one(&mut *tx)
+        .await?;
         if n != 1 {
             return Ok(Err(Fenced {
                 run_id: outcome.run_id,
                 epoch: outcome.epoch,
             }));
-        }
-        if outcome.status.is_terminal() {
-            sqlx::query(
-                "UPDATE run_steps SET state = 'uncertain' WHERE run_id = $1 AND state = 'intent'",
-            )
-            .bind(outcome.run_id)
-            .execute(&mut *tx)
-            .await?;
         }
         if outcome.status == RunStatus::WaitingApproval {
             // The approval may have been decided meanwhile: let the dispatcher look now.
@@ -968,4 +1003,62 @@ impl Keyed for RunListItem {
             id: self.id,
         }
     }
+}
+
+/// A run's inputs ([`Store::claim_run_with_inputs`]).
+#[derive(Debug)]
+pub struct RunInputs {
+    /// The run's alert (its `runs` left empty), when it has one.
+    pub alert: Option<crate::alerts::AlertView>,
+    /// The tenant's secrets by name (empty without a master key), or why they do not
+    /// decrypt (never [`SecretError::Store`]: database failures fail the claim).
+    pub secrets: Result<std::collections::BTreeMap<String, String>, SecretError>,
+}
+
+/// The claim of [`Store::claim_run`], inside the caller's transaction (not committed).
+async fn claim_in(
+    tx: &mut sqlx::PgConnection,
+    tenant: &str,
+    run_id: Uuid,
+    lease: Duration,
+) -> Result<Claim, StoreError> {
+    let claimed: Option<ClaimedRun> = sqlx::query_as(
+        "UPDATE runs SET status = 'running', epoch = epoch + 1, attempts = attempts + 1,
+                started_at = coalesce(started_at, now()), updated_at = now(),
+                retry_at = NULL, retry_reason = NULL,
+                lease_until = now() + make_interval(secs => $3)
+         WHERE id = $1 AND tenant_id = $2
+           AND (status = 'queued' OR (status = 'running' AND lease_until < now()))
+         RETURNING id, tenant_id, alert_id, playbook, bundle_hash, epoch, attempts, trigger, input,
+                   queued_at",
+    )
+    .bind(run_id)
+    .bind(tenant)
+    .bind(lease_secs(lease))
+    .fetch_optional(&mut *tx)
+    .await?;
+    if let Some(run) = claimed {
+        return Ok(Claim::Claimed(run));
+    }
+    let row: Option<(String, Option<f64>)> = sqlx::query_as(
+        "SELECT status, extract(epoch FROM lease_until - now())::float8
+         FROM runs WHERE id = $1 AND tenant_id = $2",
+    )
+    .bind(run_id)
+    .bind(tenant)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let (status, left) = row.ok_or(StoreError::NotFound { entity: "run" })?;
+    let status: RunStatus = status.parse().map_err(|_| StoreError::Corrupt {
+        what: "runs.status",
+    })?;
+    if status.is_terminal() || status.is_suspended() {
+        // Suspended runs are re-dispatched with a new job when they resume.
+        return Ok(Claim::Finished(status));
+    }
+    // Running with a live lease (or queued again between the two statements).
+    let left = left.unwrap_or(0.0).clamp(0.1, 3600.0);
+    Ok(Claim::Busy {
+        retry_after: Duration::from_secs_f64(left),
+    })
 }

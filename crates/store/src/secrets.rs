@@ -323,35 +323,39 @@ impl Store {
         tenant: &str,
     ) -> Result<BTreeMap<String, String>, SecretError> {
         let mut tx = self.begin(crate::Scope::Tenant(tenant)).await?;
-        let rows: Vec<(String, i16, Vec<u8>, Vec<u8>)> = sqlx::query_as(
-            "SELECT name, scheme, nonce, ciphertext FROM secrets WHERE tenant_id = $1",
-        )
-        .bind(tenant)
-        .fetch_all(&mut *tx)
-        .await?;
-        let data_key = if rows.iter().any(|r| r.1 == SCHEME_DATA_KEY_AES_GCM) {
-            data_key(&mut tx, key, tenant, false).await?
-        } else {
-            None
-        };
-        rows.into_iter()
-            .map(|(name, scheme, nonce, ciphertext)| {
-                let plain = match (scheme, &data_key) {
-                    (SCHEME_DATA_KEY_AES_GCM, Some(dk)) => {
-                        dk.open(tenant, &name, &nonce, &ciphertext)
-                    }
-                    (SCHEME_MASTER_XCHACHA, _) => {
-                        key.open_legacy(tenant, &name, &nonce, &ciphertext)
-                    }
-                    _ => None,
-                };
-                let value = plain
-                    .and_then(|p| String::from_utf8(p).ok())
-                    .ok_or_else(|| SecretError::Undecryptable { name: name.clone() })?;
-                Ok((name, value))
-            })
-            .collect()
+        open_secrets(&mut tx, key, tenant).await
     }
+}
+
+/// Every secret of `tenant`, decrypted.
+pub(crate) async fn open_secrets(
+    tx: &mut sqlx::PgConnection,
+    key: &MasterKey,
+    tenant: &str,
+) -> Result<BTreeMap<String, String>, SecretError> {
+    let rows: Vec<(String, i16, Vec<u8>, Vec<u8>)> =
+        sqlx::query_as("SELECT name, scheme, nonce, ciphertext FROM secrets WHERE tenant_id = $1")
+            .bind(tenant)
+            .fetch_all(&mut *tx)
+            .await?;
+    let data_key = if rows.iter().any(|r| r.1 == SCHEME_DATA_KEY_AES_GCM) {
+        data_key(&mut *tx, key, tenant, false).await?
+    } else {
+        None
+    };
+    rows.into_iter()
+        .map(|(name, scheme, nonce, ciphertext)| {
+            let plain = match (scheme, &data_key) {
+                (SCHEME_DATA_KEY_AES_GCM, Some(dk)) => dk.open(tenant, &name, &nonce, &ciphertext),
+                (SCHEME_MASTER_XCHACHA, _) => key.open_legacy(tenant, &name, &nonce, &ciphertext),
+                _ => None,
+            };
+            let value = plain
+                .and_then(|p| String::from_utf8(p).ok())
+                .ok_or_else(|| SecretError::Undecryptable { name: name.clone() })?;
+            Ok((name, value))
+        })
+        .collect()
 }
 
 #[cfg(test)]
