@@ -38,8 +38,8 @@ pub struct Options {
     pub runners: usize,
     /// Concurrent runs per runner.
     pub runs_per_runner: usize,
-    /// Alerts queued up front by the `backlog` scenario (the deep backlog), and by
-    /// `scale-out` for each worker count.
+    /// Runs `backlog` queues (its deep queue); alerts `scale-out` posts for each worker
+    /// count.
     pub backlog: usize,
     /// Worker process counts the `scale-out` scenario measures, in increasing order.
     pub workers: Vec<usize>,
@@ -62,7 +62,7 @@ impl Default for Options {
             data_dir: None,
             runners: 2,
             runs_per_runner: 32,
-            backlog: 20_000,
+            backlog: 1_000_000,
             workers: vec![1, 2, 4],
             profile_sql: false,
             warmup: Duration::from_secs(2),

@@ -45,12 +45,12 @@ impl Scenario {
         }
     }
 
-    /// Alerts queued when `--backlog` is not given: the deep backlog of `backlog`, the
-    /// backlog each worker count of `scale-out` drains.
+    /// `--backlog` when not given: the runs `backlog` queues (its deep queue), the alerts
+    /// each worker count of `scale-out` drains.
     pub fn default_backlog(self) -> usize {
         match self {
             Scenario::ScaleOut => 2_000,
-            _ => 20_000,
+            _ => 1_000_000,
         }
     }
 }
@@ -145,6 +145,11 @@ async fn start(mut config: StackConfig, options: &Options) -> anyhow::Result<Ben
     config.ingest.rate_limit_per_sec = 1e9;
     config.ingest.rate_limit_burst = 1e9;
     config.postgres.max_connections = 16;
+    if options.scenario == Scenario::Backlog {
+        // Room in RUNS for the whole backlog.
+        let room = i64::try_from(options.backlog).unwrap_or(i64::MAX / 2) + 100_000;
+        config.nats.runs_max_messages = config.nats.runs_max_messages.max(room);
+    }
     let dev_options = DevOptions {
         data_dir: root.join("state"),
         playbooks,
@@ -285,8 +290,26 @@ pub(crate) async fn settle(bench: &Bench, expected: i64) -> anyhow::Result<()> {
                 "the pipeline did not settle: {alerts}/{expected} alerts, {unfinished} runs unfinished"
             );
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        // Not more often: each poll counts the tenant's alerts and runs, load on the database
+        // being measured.
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
+}
+
+/// First start and last finish of `timings` (both `now` when empty).
+fn span(timings: &[tocsin_store::runs::RunTiming]) -> (time::OffsetDateTime, time::OffsetDateTime) {
+    let now = time::OffsetDateTime::now_utc();
+    let first = timings
+        .iter()
+        .filter_map(|t| t.started_at)
+        .min()
+        .unwrap_or(now);
+    let last = timings
+        .iter()
+        .filter_map(|t| t.finished_at)
+        .max()
+        .unwrap_or(now);
+    (first, last)
 }
 
 fn ms(d: time::Duration) -> f64 {
@@ -606,26 +629,95 @@ pub(crate) async fn drain(bench: &Bench, offset: u64, count: u64) -> anyhow::Res
     })
 }
 
-/// A shallow backlog (a tenth of `--backlog`, at least 100), then the deep one: how much a
-/// deep queue (NATS stream, outbox and run tables full) slows draining.
+/// Drain throughput with `--backlog` runs queued (default 1,000,000) against an empty queue.
+///
+/// Runs are queued straight into PostgreSQL's outbox (`Store::queue_runs_in_bulk`), as manual
+/// runs of the trivial playbook, and the scheduler's dispatcher publishes them to RUNS, so
+/// the deep case has both the runs table and the RUNS stream full. First a sample (a tenth
+/// of the backlog, 100 to 5,000 runs) is queued on the empty queue and drained completely:
+/// the baseline. Then the backlog is queued; once every run of it is published, the runs
+/// finished over a window (the time the baseline took for its sample, 5 to 60 s) give the
+/// deep throughput. The rest of the backlog is discarded with the stack.
 async fn backlog(bench: &Bench, options: &Options) -> anyhow::Result<Report> {
     let deep = options.backlog.max(10) as u64;
-    let shallow = (deep / 10).max(100);
-    let base = drain(bench, 0, shallow).await?.throughput;
-    let Drained {
-        throughput,
-        count,
-        run_ms,
-        ..
-    } = drain(bench, shallow, deep).await?;
+    let sample = (deep / 10).clamp(100, 5_000);
+    let started = time::OffsetDateTime::now_utc();
+    bench
+        .store
+        .queue_runs_in_bulk(DEV_TENANT, "trivial", sample)
+        .await?;
+    let expected = bench.store.alert_count(DEV_TENANT).await?;
+    settle(bench, expected).await?;
+    let baseline = bench
+        .store
+        .runs_finished_between(DEV_TENANT, started, time::OffsetDateTime::now_utc())
+        .await?;
+    let (first, last) = span(&baseline);
+    let base = baseline.len() as f64 / (last - first).as_seconds_f64().max(0.001);
+
+    let loading = Instant::now();
+    bench
+        .store
+        .queue_runs_in_bulk(DEV_TENANT, "trivial", deep)
+        .await?;
+    let inserted_s = loading.elapsed().as_secs_f64();
+    // Wait until the dispatcher has published every run of the backlog.
+    let limit = Duration::from_secs(300 + deep / 1_000);
+    let depth = loop {
+        let (queued, unpublished) = bench.store.run_queue_depth(DEV_TENANT).await?;
+        if unpublished == 0 {
+            break queued;
+        }
+        if loading.elapsed() > limit {
+            bail!("the dispatcher did not publish the backlog: {unpublished} runs left");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let loaded_s = loading.elapsed().as_secs_f64();
+    let window = Duration::from_secs_f64((sample as f64 / base.max(0.001)).clamp(5.0, 60.0));
+    let from = time::OffsetDateTime::now_utc();
+    let measuring = Instant::now();
+    // The window, or until the queue is empty (small backlogs). Counting a deep queue
+    // scans it, which would load the database being measured: only a short one is watched.
+    if depth > 50_000 {
+        tokio::time::sleep(window).await;
+    } else {
+        while measuring.elapsed() < window {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            if bench.store.unfinished_runs(DEV_TENANT).await? == 0 {
+                break;
+            }
+        }
+    }
+    let to = time::OffsetDateTime::now_utc();
+    let (queued_after, _) = bench.store.run_queue_depth(DEV_TENANT).await?;
+    let finished = bench
+        .store
+        .runs_finished_between(DEV_TENANT, from, to)
+        .await?;
+    let throughput = finished.len() as f64 / (to - from).as_seconds_f64().max(0.001);
+    let count = finished.len();
+    let run_ms: Vec<f64> = finished
+        .iter()
+        .filter_map(|t| Some(ms(t.finished_at? - t.started_at?)))
+        .collect();
     let (p50, p90, p99, max) = summarize(run_ms);
     let mut extra = std::collections::BTreeMap::new();
     #[allow(clippy::cast_precision_loss)]
     for (k, v) in [
         ("backlog", deep as f64),
-        ("shallow_backlog", shallow as f64),
+        ("queued_at_start", depth as f64),
+        ("queued_at_end", queued_after as f64),
+        ("insert_s", inserted_s),
+        ("load_s", loaded_s),
+        ("window_s", (to - from).as_seconds_f64()),
+        ("shallow_backlog", sample as f64),
         ("shallow_throughput_per_s", base),
         ("ratio_to_shallow", throughput / base.max(0.001)),
+        (
+            "failed_runs",
+            finished.iter().filter(|t| t.status != "succeeded").count() as f64,
+        ),
     ] {
         extra.insert(k.to_owned(), v);
     }
@@ -637,7 +729,8 @@ async fn backlog(bench: &Bench, options: &Options) -> anyhow::Result<Report> {
         p90_ms: p90,
         p99_ms: p99,
         max_ms: max,
-        latency: "run started → finished, while draining the deep backlog".to_owned(),
+        latency: "run started → finished, runs finished in the window over the deep backlog"
+            .to_owned(),
         extra,
         points: Vec::new(),
         sql_profile: Vec::new(),

@@ -202,8 +202,9 @@ struct BenchArgs {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
-    /// Alerts queued up front: by `backlog` (after a tenth as many as a baseline; default
-    /// 20000), by `scale-out` for each worker count (default 2000).
+    /// Work queued up front: `backlog` queues this many runs (default 1000000; a tenth of
+    /// it, 100 to 5000, first drains on the empty queue as the baseline); `scale-out` posts
+    /// this many alerts for each worker count (default 2000).
     #[arg(long)]
     backlog: Option<usize>,
     /// Worker process counts `scale-out` measures, comma-separated: each count runs that many

@@ -49,8 +49,13 @@ fn every_scenario_runs_and_reports_percentiles() {
         "{enrichment}"
     );
 
-    let backlog = bench(&["backlog", "--backlog", "200"]);
-    assert_eq!(backlog["count"], 200, "{backlog}");
+    // 2,000 runs queued through the outbox after a baseline of 200: every one is published
+    // before the window opens, and some finish in it.
+    let backlog = bench(&["backlog", "--backlog", "2000"]);
+    assert_eq!(backlog["extra"]["backlog"], 2000.0, "{backlog}");
+    assert_eq!(backlog["extra"]["shallow_backlog"], 200.0, "{backlog}");
+    assert!(backlog["count"].as_u64().unwrap() > 0, "{backlog}");
+    assert_eq!(backlog["extra"]["failed_runs"], 0.0, "{backlog}");
     assert!(
         backlog["extra"]["ratio_to_shallow"].as_f64().unwrap() > 0.0,
         "{backlog}"

@@ -25,8 +25,11 @@ pub struct Config {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SchedulerSection {
-    /// Alerts handled concurrently (also the consumer's `max_ack_pending`).
+    /// Alerts each scheduler handles concurrently.
     pub concurrency: usize,
+    /// Alerts in flight across every scheduler replica (they share one durable consumer):
+    /// the consumer's `max_ack_pending`, set each time a scheduler starts.
+    pub max_ack_pending: i64,
     /// How long JetStream waits for an ack before redelivering an alert.
     #[serde(with = "humantime_serde")]
     pub ack_wait: Duration,
@@ -53,6 +56,7 @@ impl Default for SchedulerSection {
     fn default() -> Self {
         Self {
             concurrency: 64,
+            max_ack_pending: 10_000,
             ack_wait: Duration::from_secs(30),
             playbook_cache_ttl: Duration::from_secs(2),
             dispatch_interval: Duration::from_secs(1),
@@ -67,6 +71,9 @@ impl Validate for Config {
     fn validate(&self, problems: &mut Vec<String>) {
         if self.scheduler.concurrency == 0 || self.scheduler.concurrency > 10_000 {
             problems.push("scheduler.concurrency must be between 1 and 10000".to_owned());
+        }
+        if self.scheduler.max_ack_pending < 1 {
+            problems.push("scheduler.max_ack_pending must be at least 1".to_owned());
         }
         if self.scheduler.max_deliver < 2 {
             problems.push("scheduler.max_deliver must be at least 2".to_owned());

@@ -121,7 +121,8 @@ async fn open_consumer(
             durable_name: Some(subjects::SCHEDULER_CONSUMER.to_owned()),
             ack_policy: jetstream::consumer::AckPolicy::Explicit,
             ack_wait: config.scheduler.ack_wait,
-            max_ack_pending: i64::try_from(concurrency).unwrap_or(i64::MAX),
+            // Shared by every replica; each bounds its own concurrency with its semaphore.
+            max_ack_pending: config.scheduler.max_ack_pending,
             max_deliver: config.scheduler.max_deliver,
             ..Default::default()
         })

@@ -11,6 +11,7 @@ use tocsin_core::Shutdown;
 use tocsin_proto::{subjects, v1};
 use tocsin_store::Store;
 use tocsin_store::alerts::QueuedRun;
+use tocsin_store::dispatch::Republish;
 
 use crate::Config;
 
@@ -59,9 +60,17 @@ async fn dispatch_pass(
     js: &jetstream::Context,
     section: &crate::config::SchedulerSection,
 ) -> Result<(), DispatchError> {
-    let woken = store
-        .wake_due_runs(section.stale_dispatch, section.lease_grace)
-        .await?;
+    let republish = match oldest_run_job(js).await {
+        Ok(oldest) => Republish::Stale {
+            stale: section.stale_dispatch,
+            before: oldest.map(|at| at - CLOCK_MARGIN),
+        },
+        Err(error) => {
+            tracing::warn!(%error, "cannot inspect RUNS; not republishing stale runs this pass");
+            Republish::Skip
+        }
+    };
+    let woken = store.wake_due_runs(republish, section.lease_grace).await?;
     if woken != tocsin_store::dispatch::Woken::default() {
         tracing::info!(
             approvals_expired = woken.approvals_expired,
@@ -85,6 +94,21 @@ async fn dispatch_pass(
             return Ok(());
         }
     }
+}
+
+/// Allowance for the NATS and PostgreSQL servers' clocks disagreeing, when comparing a
+/// run's publish time (PostgreSQL's) with a message's (the NATS server's).
+const CLOCK_MARGIN: time::Duration = time::Duration::seconds(60);
+
+/// When the oldest job still in RUNS was stored; `None` when RUNS is empty. A queued run
+/// published after that may still have its job waiting there (RUNS is a work queue: a job
+/// leaves it only when acknowledged), so it is not republished as lost.
+async fn oldest_run_job(
+    js: &jetstream::Context,
+) -> Result<Option<time::OffsetDateTime>, tocsin_core::nats::BoxError> {
+    let mut stream = js.get_stream(subjects::RUNS_STREAM).await?;
+    let state = &stream.info().await?.state;
+    Ok((state.messages > 0).then_some(state.first_timestamp))
 }
 
 #[derive(Debug, thiserror::Error)]

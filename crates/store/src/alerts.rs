@@ -348,60 +348,44 @@ async fn group_into_case(
     .await?;
     let fields = &policy.fields;
     let (case_id, grouped, reason) = match open {
-        Some(case_id) => {
-            sqlx::query(
-                "UPDATE cases SET alert_count = alert_count + 1, updated_at = now()
-                 WHERE id = $1 AND tenant_id = $2",
-            )
-            .bind(case_id)
-            .bind(&alert.tenant)
-            .execute(&mut *tx)
-            .await?;
-            (case_id, true, "grouped")
-        }
-        None => {
-            let case_id = Uuid::now_v7();
-            sqlx::query(
-                "INSERT INTO cases (id, tenant_id, title, severity, fingerprint, first_alert_at,
-                        alert_count)
-                 VALUES ($1, $2, $3, $4, $5, $6, 1)",
-            )
-            .bind(case_id)
-            .bind(&alert.tenant)
-            .bind(&alert.title)
-            .bind(alert.severity.as_str())
-            .bind(&fingerprint.hash)
-            .bind(alert.received_at)
-            .execute(&mut *tx)
-            .await?;
-            (case_id, false, "new case")
-        }
+        Some(case_id) => (case_id, true, "grouped"),
+        None => (Uuid::now_v7(), false, "new case"),
     };
-    sqlx::query("UPDATE alerts SET case_id = $1 WHERE id = $2 AND tenant_id = $3")
-        .bind(case_id)
-        .bind(alert.id)
-        .bind(&alert.tenant)
-        .execute(&mut *tx)
-        .await?;
-    sqlx::query("INSERT INTO case_alerts (case_id, alert_id, tenant_id) VALUES ($1, $2, $3)")
-        .bind(case_id)
-        .bind(alert.id)
-        .bind(&alert.tenant)
-        .execute(&mut *tx)
-        .await?;
-    case_event(
-        tx,
-        &alert.tenant,
-        case_id,
-        "alert_added",
-        serde_json::json!({
-            "alert_id": alert.id,
-            "reason": reason,
-            "fingerprint_fields": fields,
-            "matched": fingerprint.matched,
-            "policy_version": policy.version,
-        }),
+    // The case (opened or counted), the alert's link to it and the timeline entry, in one
+    // statement. The foreign keys of the link and the event are checked at its end, when
+    // the new case exists.
+    sqlx::query(
+        "WITH opened AS (
+            INSERT INTO cases (id, tenant_id, title, severity, fingerprint, first_alert_at,
+                    alert_count)
+            SELECT $1, $2, $4, $5, $6, $7, 1 WHERE NOT $8
+         ), counted AS (
+            UPDATE cases SET alert_count = alert_count + 1, updated_at = now()
+            WHERE $8 AND id = $1 AND tenant_id = $2
+         ), alert AS (
+            UPDATE alerts SET case_id = $1 WHERE id = $3 AND tenant_id = $2
+         ), link AS (
+            INSERT INTO case_alerts (case_id, alert_id, tenant_id) VALUES ($1, $3, $2)
+         )
+         INSERT INTO case_events (tenant_id, case_id, kind, actor, data)
+         VALUES ($2, $1, 'alert_added', 'system', $9)",
     )
+    .bind(case_id)
+    .bind(&alert.tenant)
+    .bind(alert.id)
+    .bind(&alert.title)
+    .bind(alert.severity.as_str())
+    .bind(&fingerprint.hash)
+    .bind(alert.received_at)
+    .bind(grouped)
+    .bind(Json(serde_json::json!({
+        "alert_id": alert.id,
+        "reason": reason,
+        "fingerprint_fields": fields,
+        "matched": fingerprint.matched,
+        "policy_version": policy.version,
+    })))
+    .execute(&mut *tx)
     .await?;
     Ok((case_id, grouped))
 }

@@ -24,14 +24,30 @@ pub struct Woken {
     pub runs_reaped: u64,
 }
 
+/// Which queued runs, published but not claimed, the reaper publishes again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Republish {
+    /// None (whether their jobs are still queued could not be told).
+    Skip,
+    /// Those published more than `stale` ago, and before `before` when given. A job still
+    /// waiting in RUNS is not lost: the dispatcher passes the time of the oldest job RUNS
+    /// holds (less a margin for clock skew), so that a deep queue is not published twice.
+    Stale {
+        /// How long a published run may stay unclaimed before its job is presumed lost.
+        stale: Duration,
+        /// Only runs published before this.
+        before: Option<time::OffsetDateTime>,
+    },
+}
+
 impl Store {
     /// Times out expired approvals, and requeues runs whose approvals are all decided and
-    /// runs whose timer fired. Also reaps: runs published more than `stale_dispatch` ago and
-    /// still queued, and running runs whose lease expired more than `lease_grace` ago, go
-    /// back to the outbox (their job may have been lost; the epoch fences a late worker).
+    /// runs whose timer fired. Also reaps: queued runs whose job `republish` says is lost,
+    /// and running runs whose lease expired more than `lease_grace` ago, go back to the
+    /// outbox (the epoch fences a late worker).
     pub async fn wake_due_runs(
         &self,
-        stale_dispatch: Duration,
+        republish: Republish,
         lease_grace: Duration,
     ) -> Result<Woken, StoreError> {
         let mut tx = self.begin(crate::Scope::System).await?;
@@ -57,14 +73,19 @@ impl Store {
         .execute(&mut *tx)
         .await?
         .rows_affected();
-        let reaped_queued = sqlx::query(
-            "UPDATE runs SET dispatched_at = NULL
-             WHERE status = 'queued' AND dispatched_at < now() - make_interval(secs => $1)",
-        )
-        .bind(stale_dispatch.as_secs_f64())
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+        let reaped_queued = match republish {
+            Republish::Skip => 0,
+            Republish::Stale { stale, before } => sqlx::query(
+                "UPDATE runs SET dispatched_at = NULL
+                 WHERE status = 'queued' AND dispatched_at < now() - make_interval(secs => $1)
+                   AND ($2::timestamptz IS NULL OR dispatched_at < $2)",
+            )
+            .bind(stale.as_secs_f64())
+            .bind(before)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected(),
+        };
         let reaped_running = sqlx::query(
             "UPDATE runs SET status = 'queued', dispatched_at = NULL, lease_until = NULL, updated_at = now()
              WHERE status = 'running' AND lease_until < now() - make_interval(secs => $1)",

@@ -922,6 +922,81 @@ pub struct RunTiming {
 }
 
 impl Store {
+    /// Queues `count` manual runs of `playbook` from the tenant's active bundle at once, for
+    /// the dispatcher to publish (load tests: `tocsin bench backlog` pre-loads its queue this
+    /// way). Inserted in transactions of at most 50,000 rows, each followed by a dispatch
+    /// notification. Returns how many were queued.
+    pub async fn queue_runs_in_bulk(
+        &self,
+        tenant: &str,
+        playbook: &str,
+        count: u64,
+    ) -> Result<u64, StoreError> {
+        const CHUNK: u64 = 50_000;
+        let mut queued = 0;
+        while queued < count {
+            let n = CHUNK.min(count - queued);
+            let mut tx = self.begin(crate::Scope::Tenant(tenant)).await?;
+            let inserted = sqlx::query(
+                "INSERT INTO runs (id, tenant_id, playbook, bundle_hash, priority, trigger)
+                 SELECT gen_random_uuid(), $1, p.name, p.bundle_hash, p.priority, 'manual'
+                 FROM playbooks p, generate_series(1, $3)
+                 WHERE p.tenant_id = $1 AND p.name = $2 AND p.bundle_hash = (
+                    SELECT bundle_hash FROM deployments WHERE tenant_id = $1
+                    ORDER BY id DESC LIMIT 1)",
+            )
+            .bind(tenant)
+            .bind(playbook)
+            .bind(i64::try_from(n).unwrap_or(i64::MAX))
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if inserted == 0 {
+                return Err(StoreError::NotFound { entity: "playbook" });
+            }
+            sqlx::query("SELECT pg_notify($1, '')")
+                .bind(crate::dispatch::DISPATCH_CHANNEL)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            queued += inserted;
+        }
+        Ok(queued)
+    }
+
+    /// How many of the tenant's runs are queued, and of those, how many the dispatcher has
+    /// not published yet.
+    pub async fn run_queue_depth(&self, tenant: &str) -> Result<(i64, i64), StoreError> {
+        let mut tx = self.begin(crate::Scope::Tenant(tenant)).await?;
+        Ok(sqlx::query_as(
+            "SELECT count(*), count(*) FILTER (WHERE dispatched_at IS NULL)
+             FROM runs WHERE tenant_id = $1 AND status = 'queued'",
+        )
+        .bind(tenant)
+        .fetch_one(&mut *tx)
+        .await?)
+    }
+
+    /// Timings of the tenant's runs that finished in `[from, to)` (benchmarks; the alert's
+    /// `received_at` is not looked up).
+    pub async fn runs_finished_between(
+        &self,
+        tenant: &str,
+        from: OffsetDateTime,
+        to: OffsetDateTime,
+    ) -> Result<Vec<RunTiming>, StoreError> {
+        let mut tx = self.begin(crate::Scope::Tenant(tenant)).await?;
+        Ok(sqlx::query_as(
+            "SELECT playbook, status, NULL::timestamptz AS received_at, started_at, finished_at
+             FROM runs WHERE tenant_id = $1 AND finished_at >= $2 AND finished_at < $3",
+        )
+        .bind(tenant)
+        .bind(from)
+        .bind(to)
+        .fetch_all(&mut *tx)
+        .await?)
+    }
+
     /// Timings of every run of `tenant` (benchmarks and diagnostics).
     pub async fn run_timings(&self, tenant: &str) -> Result<Vec<RunTiming>, StoreError> {
         let mut tx = self.begin(crate::Scope::Tenant(tenant)).await?;
