@@ -119,6 +119,8 @@ enum RunError {
     Bundle(#[from] BundleError),
     #[error(transparent)]
     Pool(#[from] PoolError),
+    #[error("journal write failed: {0}")]
+    Journal(String),
 }
 
 impl RunError {
@@ -127,9 +129,11 @@ impl RunError {
             RunError::Malformed(_) => ErrorClass::Permanent,
             RunError::Store(e) | RunError::Bundle(BundleError::Store(e)) => e.class(),
             RunError::Bundle(BundleError::Corrupt { .. }) => ErrorClass::Permanent,
-            RunError::Bundle(BundleError::Io { .. }) | RunError::Pool(_) => ErrorClass::Retryable {
-                delay: Duration::from_secs(2),
-            },
+            RunError::Bundle(BundleError::Io { .. }) | RunError::Pool(_) | RunError::Journal(_) => {
+                ErrorClass::Retryable {
+                    delay: Duration::from_secs(2),
+                }
+            }
         }
     }
 }
@@ -369,29 +373,33 @@ async fn execute(
     heartbeat.tick().await;
     // The span of each action call in flight, by step.
     let mut actions = ActionSpans::default();
+    let mut outcomes = Outcomes::default();
 
     loop {
         tokio::select! {
             event = handle.events.recv() => {
                 let Some(event) = event else {
                     tracing::warn!("runner died during the run; handing the job back");
+                    outcomes.finish().await;
                     let delay = Duration::from_millis(500);
                     exec.store
                         .retry_run_later(run.id, run.epoch, delay, "the runner process died during the run")
                         .await?;
                     return Ok(Settle::Retry(delay));
                 };
-                match on_event(exec, run, &handle, &mask, &mut actions, event).await {
+                match on_event(exec, run, &handle, &mask, &mut actions, &mut outcomes, event).await {
                     Ok(Some(settle)) => return Ok(settle),
                     Ok(None) => {}
                     Err(error) => {
                         handle.cancel().await;
+                        outcomes.finish().await;
                         return Err(error);
                     }
                 }
             }
             () = in_flight.token.cancelled() => {
                 handle.cancel().await;
+                outcomes.finish().await;
                 let by = exec.store.cancel_requested(run.id).await?.unwrap_or_else(|| "an operator".to_owned());
                 tracing::info!(%by, "run cancelled");
                 let error = format!("cancelled by {by}");
@@ -408,12 +416,14 @@ async fn execute(
                 if exec.store.heartbeat_run(run.id, run.epoch, exec.ack_wait).await?.is_err() {
                     tracing::warn!("run claimed by another worker; abandoning this execution");
                     handle.cancel().await;
+                    outcomes.finish().await;
                     return Ok(Settle::Leave);
                 }
             }
             () = &mut hard_deadline => {
                 tracing::error!(timeout_s = timeout.as_secs_f64(), "run passed its hard deadline; killing its runner");
                 handle.kill_runner();
+                outcomes.finish().await;
                 let error = format!(
                     "playbook did not finish within its timeout of {:.1}s (runner killed)",
                     timeout.as_secs_f64()
@@ -423,6 +433,7 @@ async fn execute(
             () = exec.hand_back.cancelled() => {
                 tracing::info!("shutting down; handing the run back for redelivery");
                 handle.cancel().await;
+                outcomes.finish().await;
                 exec.store.release_run(run.id, run.epoch).await?;
                 return Ok(Settle::HandBack);
             }
@@ -466,6 +477,52 @@ impl ActionSpans {
     }
 }
 
+/// A step outcome being written: `Err(Fenced)` when a newer claim owns the run.
+type OutcomeWrite =
+    tokio::task::JoinHandle<Result<Result<(), tocsin_store::runs::Fenced>, StoreError>>;
+
+/// The step outcome being journaled in the background, if any.
+///
+/// An outcome is written while the runner goes on, concurrently with the next step's intent
+/// (never with the run's end, nor with another outcome), so that journaling an action costs
+/// the playbook one database round trip in sequence, not two. Outcomes commit with deferred
+/// durability ([`tocsin_store::Store::record_step_outcome`]): a database crash may lose one
+/// that a later record survives, which leaves that step as a worker crash right before the
+/// write would, in `intent`, replayed by the rules for that (re-executed when idempotent,
+/// else the run needs review) and never executed twice unawares.
+#[derive(Default)]
+struct Outcomes {
+    pending: Option<(u32, OutcomeWrite)>,
+}
+
+impl Outcomes {
+    /// Waits for the outcome in flight; `true` when it was refused because a newer claim
+    /// owns the run.
+    async fn wait(&mut self) -> Result<bool, RunError> {
+        let Some((seq, task)) = self.pending.take() else {
+            return Ok(false);
+        };
+        match task.await {
+            Ok(Ok(Ok(()))) => Ok(false),
+            Ok(Ok(Err(_fenced))) => Ok(true),
+            Ok(Err(error)) => Err(error.into()),
+            Err(join) => {
+                tracing::error!(seq, error = %join, "journaling a step outcome panicked");
+                Err(RunError::Journal(join.to_string()))
+            }
+        }
+    }
+
+    /// [`Outcomes::wait`] on the way out of an execution: problems are logged, not returned.
+    async fn finish(&mut self) {
+        match self.wait().await {
+            Ok(false) => {}
+            Ok(true) => tracing::warn!("last step outcome refused: a newer claim owns the run"),
+            Err(error) => tracing::warn!(%error, "failed to journal the last step outcome"),
+        }
+    }
+}
+
 /// Handles one runner event; `Some` when the run is over.
 async fn on_event(
     exec: &Executor,
@@ -473,6 +530,7 @@ async fn on_event(
     handle: &RunHandle,
     mask: &Masker,
     actions: &mut ActionSpans,
+    outcomes: &mut Outcomes,
     event: Event,
 ) -> Result<Option<Settle>, RunError> {
     match event {
@@ -495,11 +553,24 @@ async fn on_event(
             };
             // Platform effects (`tocsin.*`) are performed here, journaled in the same
             // transaction; the playbook receives their result as a replay.
-            let decision = if is_system_action(&intent.action) {
-                exec.store.system_step(&step).await?
-            } else {
-                exec.store.record_step_intent(&step).await?
+            let record = async {
+                if is_system_action(&intent.action) {
+                    exec.store.system_step(&step).await
+                } else {
+                    exec.store.record_step_intent(&step).await
+                }
             };
+            // The previous step's outcome, still being written, alongside.
+            let (decision, fenced) = tokio::join!(record, outcomes.wait());
+            if fenced? {
+                tracing::warn!(
+                    seq,
+                    "run claimed by another worker; abandoning this execution"
+                );
+                handle.cancel().await;
+                return Ok(Some(Settle::Leave));
+            }
+            let decision = decision?;
             let Ok(decision) = decision else {
                 tracing::warn!(
                     seq,
@@ -580,23 +651,9 @@ async fn on_event(
                     1.0,
                 );
             }
-            let outcome = exec
-                .store
-                .record_step_outcome(&StepOutcome {
-                    run_id: run.id,
-                    epoch: run.epoch,
-                    seq: i32::try_from(result.seq).unwrap_or(i32::MAX),
-                    result: if result.ok { result_value } else { None },
-                    error: if result.ok {
-                        None
-                    } else {
-                        Some(error.as_deref().unwrap_or("action failed"))
-                    },
-                    attempts: i32::try_from(result.attempts).unwrap_or(i32::MAX),
-                    duration_ms: i64::try_from(result.duration_ms).unwrap_or(i64::MAX),
-                })
-                .await?;
-            if outcome.is_err() {
+            // Written in the background, while the runner goes on: the next step's intent is
+            // journaled concurrently with it (see `Outcomes`).
+            if outcomes.wait().await? {
                 tracing::warn!(
                     seq = result.seq,
                     "run claimed by another worker; abandoning this execution"
@@ -604,6 +661,35 @@ async fn on_event(
                 handle.cancel().await;
                 return Ok(Some(Settle::Leave));
             }
+            let store = exec.store.clone();
+            let (run_id, epoch) = (run.id, run.epoch);
+            let seq = i32::try_from(result.seq).unwrap_or(i32::MAX);
+            let attempts = i32::try_from(result.attempts).unwrap_or(i32::MAX);
+            let duration_ms = i64::try_from(result.duration_ms).unwrap_or(i64::MAX);
+            let (value, error) = if result.ok {
+                (result_value, None)
+            } else {
+                (
+                    None,
+                    Some(error.map_or_else(|| "action failed".to_owned(), |e| e.into_owned())),
+                )
+            };
+            outcomes.pending = Some((
+                result.seq,
+                tokio::spawn(async move {
+                    store
+                        .record_step_outcome(&StepOutcome {
+                            run_id,
+                            epoch,
+                            seq,
+                            result: value,
+                            error: error.as_deref(),
+                            attempts,
+                            duration_ms,
+                        })
+                        .await
+                }),
+            ));
             Ok(None)
         }
         Event::RunLog(log) => {
@@ -622,6 +708,11 @@ async fn on_event(
             Ok(None)
         }
         Event::RunFinished(done) => {
+            // The last outcome before the end (which marks steps left in intent uncertain).
+            if outcomes.wait().await? {
+                tracing::warn!("run claimed by another worker; abandoning this execution");
+                return Ok(Some(Settle::Leave));
+            }
             let status = done
                 .status
                 .parse::<RunStatus>()
