@@ -49,6 +49,31 @@ pub struct Options {
     /// Unmeasured load at the same rate before `e2e` and `enrichment` measure (connections
     /// opened, runners warm); zero skips it.
     pub warmup: Duration,
+    /// How `ingest`, `e2e` and `enrichment` deliver alerts.
+    pub via: Via,
+}
+
+/// How the load generator delivers alerts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Via {
+    /// `POST /v1/alerts` (a request is done at the 202, after JetStream's PubAck).
+    #[default]
+    Http,
+    /// JetStream publish to `tocsin.ingest.<tenant>.alerts`, NATS intake (a publish is done at
+    /// the INGEST stream's PubAck; ingest then normalizes it and acks).
+    Nats,
+}
+
+impl std::str::FromStr for Via {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "http" => Ok(Via::Http),
+            "nats" => Ok(Via::Nats),
+            other => Err(format!("--via must be http or nats, not {other:?}")),
+        }
+    }
 }
 
 impl Default for Options {
@@ -66,6 +91,7 @@ impl Default for Options {
             workers: vec![1, 2, 4],
             profile_sql: false,
             warmup: Duration::from_secs(2),
+            via: Via::Http,
         }
     }
 }

@@ -180,10 +180,21 @@ async fn start(mut config: StackConfig, options: &Options) -> anyhow::Result<Ben
     })
 }
 
+/// Where the load driver delivers alerts.
+#[derive(Clone)]
+enum Target {
+    /// `POST` to this URL.
+    Http(String),
+    /// JetStream publish to this subject.
+    Nats(Box<async_nats::jetstream::Context>, String),
+}
+
 /// What the load driver measured.
 struct Driven {
     accepted: u64,
     elapsed: Duration,
+    /// When the load ended.
+    ended: Instant,
     request_ms: Vec<f64>,
 }
 
@@ -196,7 +207,19 @@ async fn drive(
 ) -> anyhow::Result<Driven> {
     let body = Arc::new(body);
     let next = Arc::new(AtomicU64::new(0));
-    let url = format!("{}/v1/alerts", bench.dev.env.ingest_url);
+    let target = match options.via {
+        crate::Via::Http => Target::Http(format!("{}/v1/alerts", bench.dev.env.ingest_url)),
+        crate::Via::Nats => {
+            let config = &bench.dev.config.nats;
+            let nats = tocsin_core::nats::connect(config, "tocsin-bench")
+                .await
+                .context("failed to connect to NATS")?;
+            Target::Nats(
+                Box::new(tocsin_core::nats::jetstream(nats, config)),
+                tocsin_proto::subjects::ingest_subject(DEV_TENANT, "alerts"),
+            )
+        }
+    };
     let start = Instant::now();
     let deadline = start + options.duration;
     let per_request = options
@@ -204,9 +227,9 @@ async fn drive(
         .map(|r| Duration::from_secs_f64(options.batch as f64 / r));
     let mut tasks = Vec::new();
     for _ in 0..options.concurrency.max(1) {
-        let (http, url, key, body, next) = (
+        let (http, target, key, body, next) = (
             bench.http.clone(),
-            url.clone(),
+            target.clone(),
             bench.dev.env.ingest_key.clone(),
             body.clone(),
             next.clone(),
@@ -226,15 +249,25 @@ async fn drive(
                     break;
                 }
                 let sent = Instant::now();
-                let response = http.post(&url).bearer_auth(&key).body(body(i)).send().await;
-                match response {
-                    Ok(r) if r.status() == 202 => {
-                        latencies.push(sent.elapsed().as_secs_f64() * 1000.0);
-                        accepted += 1;
+                match &target {
+                    Target::Http(url) => {
+                        let response = http.post(url).bearer_auth(&key).body(body(i)).send().await;
+                        match response {
+                            Ok(r) if r.status() == 202 => {}
+                            Ok(r) => anyhow::bail!("ingest answered {}", r.status()),
+                            Err(e) => return Err(anyhow::Error::new(e).context("post failed")),
+                        }
                     }
-                    Ok(r) => anyhow::bail!("ingest answered {}", r.status()),
-                    Err(e) => return Err(anyhow::Error::new(e).context("post failed")),
+                    Target::Nats(js, subject) => {
+                        js.publish(subject.clone(), body(i).into())
+                            .await
+                            .context("publish failed")?
+                            .await
+                            .context("INGEST did not acknowledge")?;
+                    }
                 }
+                latencies.push(sent.elapsed().as_secs_f64() * 1000.0);
+                accepted += 1;
             }
             Ok((accepted, latencies))
         }));
@@ -249,6 +282,7 @@ async fn drive(
     Ok(Driven {
         accepted,
         elapsed: start.elapsed(),
+        ended: Instant::now(),
         request_ms,
     })
 }
@@ -389,6 +423,22 @@ async fn ingest(bench: &Bench, options: &Options) -> anyhow::Result<Report> {
     let mut extra = std::collections::BTreeMap::new();
     extra.insert("batch".to_owned(), batch as f64);
     extra.insert("requests".to_owned(), driven.accepted as f64);
+    if options.via == crate::Via::Nats {
+        // A PubAck only means INGEST has the event: also count how many ingest turned into
+        // alerts (recorded by the scheduler) by the end of the load plus up to 30 s.
+        let expected = i64::try_from(alerts).unwrap_or(i64::MAX);
+        let mut recorded = bench.store.alert_count(DEV_TENANT).await?;
+        while recorded < expected && driven.ended.elapsed() < Duration::from_secs(30) {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            recorded = bench.store.alert_count(DEV_TENANT).await?;
+        }
+        let seconds = driven.elapsed.as_secs_f64() + driven.ended.elapsed().as_secs_f64();
+        extra.insert("recorded".to_owned(), recorded as f64);
+        extra.insert(
+            "recorded_per_s".to_owned(),
+            recorded as f64 / seconds.max(0.001),
+        );
+    }
     Ok(Report {
         scenario: "ingest".to_owned(),
         count: alerts as usize,
@@ -397,7 +447,10 @@ async fn ingest(bench: &Bench, options: &Options) -> anyhow::Result<Report> {
         p90_ms: p90,
         p99_ms: p99,
         max_ms: max,
-        latency: format!("HTTP request (batch of {batch}) until 202"),
+        latency: match options.via {
+            crate::Via::Http => format!("HTTP request (batch of {batch}) until 202"),
+            crate::Via::Nats => format!("NATS publish (batch of {batch}) until INGEST's PubAck"),
+        },
         extra,
         points: Vec::new(),
         sql_profile: Vec::new(),

@@ -220,6 +220,10 @@ struct BenchArgs {
     /// (database connections opened, runners warm); 0 skips it.
     #[arg(long, default_value_t = 2)]
     warmup: u64,
+    /// How `ingest`, `e2e` and `enrichment` deliver alerts: `http` (POST /v1/alerts) or
+    /// `nats` (JetStream publish to tocsin.ingest.<tenant>.alerts, NATS intake).
+    #[arg(long, default_value = "http")]
+    via: String,
 }
 
 #[derive(Debug, Args)]
@@ -980,6 +984,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
                 workers: args.workers,
                 profile_sql: args.profile_sql,
                 warmup: Duration::from_secs(args.warmup),
+                via: args.via.parse().map_err(anyhow::Error::msg)?,
             };
             let report = tocsin_bench::run(config, &options).await?;
             if args.json {

@@ -32,8 +32,34 @@ fn every_scenario_runs_and_reports_percentiles() {
     assert!(ingest["count"].as_u64().unwrap() >= 10);
     assert!(ingest["throughput_per_s"].as_f64().unwrap() > 0.0);
 
+    // Over NATS intake: published to INGEST, then turned into alerts by ingest.
+    let nats = bench(&[
+        "ingest",
+        "--via",
+        "nats",
+        "--rate",
+        "100",
+        "--concurrency",
+        "2",
+        "--batch",
+        "10",
+    ]);
+    assert!(
+        nats["latency"].as_str().unwrap().contains("INGEST"),
+        "{nats}"
+    );
+    assert!(nats["count"].as_u64().unwrap() >= 10, "{nats}");
+    assert_eq!(
+        nats["extra"]["recorded"].as_f64().unwrap(),
+        nats["count"].as_f64().unwrap(),
+        "{nats}"
+    );
+
     let e2e = bench(&["e2e", "--rate", "20", "--concurrency", "4"]);
     assert!(e2e["count"].as_u64().unwrap() >= 5, "{e2e}");
+    let e2e_nats = bench(&["e2e", "--via", "nats", "--rate", "20", "--concurrency", "2"]);
+    assert!(e2e_nats["count"].as_u64().unwrap() >= 5, "{e2e_nats}");
+    assert_eq!(e2e_nats["extra"]["failed_runs"], 0.0, "{e2e_nats}");
     assert_eq!(e2e["extra"]["failed_runs"], 0.0);
     let (p50, p99) = (
         e2e["p50_ms"].as_f64().unwrap(),
