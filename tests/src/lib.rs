@@ -116,6 +116,28 @@ pub async fn fresh_store() -> anyhow::Result<Store> {
     Ok(store)
 }
 
+/// Saves and deploys, for [`TENANT`], a bundle `b` holding one playbook `manual` with a
+/// manual trigger (for store tests that need a run to exist).
+pub async fn deploy_manual_playbook(store: &Store) -> anyhow::Result<()> {
+    let meta = tocsin_store::bundles::PlaybookMeta {
+        name: "manual".to_owned(),
+        module: "m".to_owned(),
+        function: "manual".to_owned(),
+        trigger: "manual".to_owned(),
+        when: None,
+        priority: "normal".to_owned(),
+        timeout_ms: 60_000,
+        file: "m.py".to_owned(),
+        line: 1,
+        enabled: true,
+        tenants: Value::String("*".to_owned()),
+    };
+    let files = std::collections::BTreeMap::from([("m.py".to_owned(), "# m\n".to_owned())]);
+    store.save_bundle(TENANT, "b", &files, &[meta]).await?;
+    store.deploy_bundle(TENANT, "b", "test").await?;
+    Ok(())
+}
+
 /// Path of the SDK checkout.
 pub fn sdk_path() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../playbooks/sdk")

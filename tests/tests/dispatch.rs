@@ -2,37 +2,16 @@
 //! published after the oldest job RUNS still holds may still have its job waiting there.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
-use serde_json::Value;
 use tocsin_store::StoreError;
-use tocsin_store::bundles::PlaybookMeta;
 use tocsin_store::dispatch::Republish;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queued_runs_are_republished_only_when_their_job_cannot_still_be_queued() {
     let store = tocsin_tests::fresh_store().await.unwrap();
     let tenant = tocsin_tests::TENANT;
-    let meta = PlaybookMeta {
-        name: "manual".to_owned(),
-        module: "m".to_owned(),
-        function: "manual".to_owned(),
-        trigger: "manual".to_owned(),
-        when: None,
-        priority: "normal".to_owned(),
-        timeout_ms: 60_000,
-        file: "m.py".to_owned(),
-        line: 1,
-        enabled: true,
-        tenants: Value::String("*".to_owned()),
-    };
-    let files = BTreeMap::from([("m.py".to_owned(), "# m\n".to_owned())]);
-    store
-        .save_bundle(tenant, "b", &files, &[meta])
-        .await
-        .unwrap();
-    store.deploy_bundle(tenant, "b", "test").await.unwrap();
+    tocsin_tests::deploy_manual_playbook(&store).await.unwrap();
 
     assert!(matches!(
         store.queue_runs_in_bulk(tenant, "absent", 3).await,

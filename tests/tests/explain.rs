@@ -70,32 +70,12 @@ async fn alerts_say_why_playbooks_did_not_match_and_runs_say_where_they_are() {
 /// until it is claimed again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_handed_back_for_a_delayed_retry_says_until_when_and_why() {
-    use std::collections::BTreeMap;
     use std::time::Duration;
-    use tocsin_store::bundles::PlaybookMeta;
     use tocsin_store::runs::Claim;
 
     let store = tocsin_tests::fresh_store().await.unwrap();
     let tenant = tocsin_tests::TENANT;
-    let meta = PlaybookMeta {
-        name: "manual".to_owned(),
-        module: "m".to_owned(),
-        function: "manual".to_owned(),
-        trigger: "manual".to_owned(),
-        when: None,
-        priority: "normal".to_owned(),
-        timeout_ms: 60_000,
-        file: "m.py".to_owned(),
-        line: 1,
-        enabled: true,
-        tenants: Value::String("*".to_owned()),
-    };
-    let files = BTreeMap::from([("m.py".to_owned(), "# m\n".to_owned())]);
-    store
-        .save_bundle(tenant, "b", &files, &[meta])
-        .await
-        .unwrap();
-    store.deploy_bundle(tenant, "b", "test").await.unwrap();
+    tocsin_tests::deploy_manual_playbook(&store).await.unwrap();
     let run_id = store
         .start_manual_run(tenant, "manual", None, None, None)
         .await

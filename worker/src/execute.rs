@@ -247,15 +247,12 @@ async fn handle(exec: &Executor, message: &jetstream::Message) -> Result<Settle,
         .claim_run_with_inputs(&job.tenant, run_id, exec.ack_wait, exec.master_key.as_ref())
         .await
     {
-        Ok((Claim::Claimed(run), Some(inputs))) => (run, inputs),
-        Ok((Claim::Claimed(_), None)) => {
-            return Err(RunError::Malformed("claimed run without inputs".into()));
-        }
-        Ok((Claim::Finished(status), _)) => {
+        Ok(Claim::Claimed(claimed)) => claimed,
+        Ok(Claim::Finished(status)) => {
             tracing::debug!(%status, "run already finished; dropping duplicate job");
             return Ok(Settle::Ack);
         }
-        Ok((Claim::Busy { retry_after }, _)) => return Ok(Settle::Retry(retry_after)),
+        Ok(Claim::Busy { retry_after }) => return Ok(Settle::Retry(retry_after)),
         Err(StoreError::NotFound { .. }) => {
             return Err(RunError::Malformed("run does not exist".into()));
         }

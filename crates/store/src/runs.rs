@@ -42,11 +42,12 @@ pub struct ClaimedRun {
     pub queued_at: OffsetDateTime,
 }
 
-/// Result of trying to claim a run.
+/// Result of trying to claim a run; `T` is what a claim yields ([`ClaimedRun`], or with
+/// [`Store::claim_run_with_inputs`] the run and its [`RunInputs`]).
 #[derive(Debug, Clone)]
-pub enum Claim {
+pub enum Claim<T = ClaimedRun> {
     /// Claimed: execute it.
-    Claimed(ClaimedRun),
+    Claimed(T),
     /// The run is final or suspended; the job is a leftover duplicate (a resumed run gets
     /// a new job).
     Finished(RunStatus),
@@ -190,11 +191,12 @@ impl Store {
         run_id: Uuid,
         lease: Duration,
         key: Option<&MasterKey>,
-    ) -> Result<(Claim, Option<RunInputs>), StoreError> {
+    ) -> Result<Claim<(ClaimedRun, RunInputs)>, StoreError> {
         let mut tx = self.begin(crate::Scope::Tenant(tenant)).await?;
-        let claim = claim_in(&mut tx, tenant, run_id, lease).await?;
-        let Claim::Claimed(run) = &claim else {
-            return Ok((claim, None));
+        let run = match claim_in(&mut tx, tenant, run_id, lease).await? {
+            Claim::Claimed(run) => run,
+            Claim::Finished(status) => return Ok(Claim::Finished(status)),
+            Claim::Busy { retry_after } => return Ok(Claim::Busy { retry_after }),
         };
         let alert = match run.alert_id {
             Some(id) => Some(crate::alerts::fetch_alert(&mut tx, tenant, id).await?),
@@ -208,7 +210,7 @@ impl Store {
             None => Ok(std::collections::BTreeMap::new()),
         };
         tx.commit().await?;
-        Ok((claim, Some(RunInputs { alert, secrets })))
+        Ok(Claim::Claimed((run, RunInputs { alert, secrets })))
     }
 
     /// Extends the lease of a running claim. `Err(Fenced)` when the claim was superseded.
@@ -339,25 +341,12 @@ impl Store {
         .fetch_optional(&mut *tx)
         .await?;
         let decision = match existing {
+            // The insert above found the step, and the run row it locked stays ours until
+            // commit (nothing deletes a running run's steps).
             None => {
-                sqlx::query(
-                    "INSERT INTO run_steps (run_id, seq, tenant_id, action, args, args_hash,
-                        idempotent, state, epoch, trace_id, span_id)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, 'intent', $8, $9, $10)",
-                )
-                .bind(step.run_id)
-                .bind(step.seq)
-                .bind(step.tenant)
-                .bind(step.action)
-                .bind(Json(&args))
-                .bind(&hash)
-                .bind(step.idempotent)
-                .bind(step.epoch)
-                .bind(step.trace.map(|t| t.trace_id.as_str()))
-                .bind(step.trace.map(|t| t.span_id.as_str()))
-                .execute(&mut *tx)
-                .await?;
-                StepDecision::Execute
+                return Err(StoreError::Corrupt {
+                    what: "run_steps (journaled step vanished)",
+                });
             }
             Some(JournaledStep {
                 action,
